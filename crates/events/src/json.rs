@@ -55,7 +55,11 @@ pub struct JsonError {
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at line {}, column {}", self.message, self.line, self.column)
+        write!(
+            f,
+            "{} at line {}, column {}",
+            self.message, self.line, self.column
+        )
     }
 }
 
@@ -63,7 +67,12 @@ impl std::error::Error for JsonError {}
 
 /// Parses a whole document: one value, optionally surrounded by whitespace.
 pub fn parse(text: &str) -> Result<Value<'_>, JsonError> {
-    let mut p = Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
+    let mut p = Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        depth: 0,
+    };
     p.skip_ws();
     let value = p.value()?;
     p.skip_ws();
@@ -133,8 +142,10 @@ impl<'a> Value<'a> {
                 out.push(']');
             }
             Value::Object(members) => {
-                let mut sorted: Vec<&(Cow<'a, str>, Value<'a>)> =
-                    members.iter().filter(|(k, _)| Some(k.as_ref()) != skip).collect();
+                let mut sorted: Vec<&(Cow<'a, str>, Value<'a>)> = members
+                    .iter()
+                    .filter(|(k, _)| Some(k.as_ref()) != skip)
+                    .collect();
                 // `str`'s order is the order of its UTF-8 bytes; `sort_by` is stable.
                 sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
                 out.push('{');
@@ -204,11 +215,22 @@ impl<'a> Parser<'a> {
         let offset = offset.min(self.bytes.len());
         let before = &self.bytes[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         // Count characters, not bytes; `offset` may sit inside a character only if the caller
         // points there, so fall back to a lossy count.
-        let column = String::from_utf8_lossy(&self.bytes[line_start..offset]).chars().count() + 1;
-        JsonError { message: message.into(), line, column, offset }
+        let column = String::from_utf8_lossy(&self.bytes[line_start..offset])
+            .chars()
+            .count()
+            + 1;
+        JsonError {
+            message: message.into(),
+            line,
+            column,
+            offset,
+        }
     }
 
     fn error_here(&self, message: &str) -> JsonError {
@@ -275,7 +297,10 @@ impl<'a> Parser<'a> {
             }
             let start = self.pos;
             let value = self.value()?;
-            elements.push(Element { raw: &self.text[start..self.pos], value });
+            elements.push(Element {
+                raw: &self.text[start..self.pos],
+                value,
+            });
             self.skip_ws();
             match self.bytes.get(self.pos) {
                 Some(b',') => self.pos += 1,
@@ -384,7 +409,10 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'\\') => break,
                 Some(0x00..=0x1f) => {
-                    return Err(self.error_at(self.pos, "control character in a string (it must be escaped)"));
+                    return Err(self.error_at(
+                        self.pos,
+                        "control character in a string (it must be escaped)",
+                    ));
                 }
                 Some(_) => self.pos += 1,
                 None => return Err(self.error_at(open, "string is never closed")),
@@ -415,16 +443,23 @@ impl<'a> Parser<'a> {
                             let hi = self.hex4(esc_at)?;
                             let code = if (0xD800..0xDC00).contains(&hi) {
                                 if !self.bytes[self.pos..].starts_with(b"\\u") {
-                                    return Err(self.error_at(esc_at, "lone leading surrogate in a \\u escape"));
+                                    return Err(self.error_at(
+                                        esc_at,
+                                        "lone leading surrogate in a \\u escape",
+                                    ));
                                 }
                                 self.pos += 2;
                                 let lo = self.hex4(esc_at)?;
                                 if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(self.error_at(esc_at, "invalid surrogate pair in a \\u escape"));
+                                    return Err(self.error_at(
+                                        esc_at,
+                                        "invalid surrogate pair in a \\u escape",
+                                    ));
                                 }
                                 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
                             } else if (0xDC00..0xE000).contains(&hi) {
-                                return Err(self.error_at(esc_at, "lone trailing surrogate in a \\u escape"));
+                                return Err(self
+                                    .error_at(esc_at, "lone trailing surrogate in a \\u escape"));
                             } else {
                                 hi
                             };
@@ -440,7 +475,10 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                 }
                 Some(0x00..=0x1f) => {
-                    return Err(self.error_at(self.pos, "control character in a string (it must be escaped)"));
+                    return Err(self.error_at(
+                        self.pos,
+                        "control character in a string (it must be escaped)",
+                    ));
                 }
                 Some(_) => {
                     let run_start = self.pos;
@@ -488,20 +526,27 @@ mod tests {
     use proptest::prelude::*;
 
     fn canon(text: &str) -> String {
-        parse(text).map(|v| v.to_canonical()).unwrap_or_else(|e| format!("error: {e}"))
+        parse(text)
+            .map(|v| v.to_canonical())
+            .unwrap_or_else(|e| format!("error: {e}"))
     }
 
     #[test]
     fn canonical_form_sorts_keys_drops_whitespace_keeps_number_text() {
         assert_eq!(
-            canon(r#" { "b" : 19.90, "a": [1, 1e3, -0.0, 123456789012345678901234567890], "A": null } "#),
+            canon(
+                r#" { "b" : 19.90, "a": [1, 1e3, -0.0, 123456789012345678901234567890], "A": null } "#
+            ),
             r#"{"A":null,"a":[1,1e3,-0.0,123456789012345678901234567890],"b":19.90}"#
         );
     }
 
     #[test]
     fn canonical_form_escapes_minimally() {
-        assert_eq!(canon(r#""\u0041\/\u00e9\n\u0001\"\\""#), "\"A/é\\n\\u0001\\\"\\\\\"");
+        assert_eq!(
+            canon(r#""\u0041\/\u00e9\n\u0001\"\\""#),
+            "\"A/é\\n\\u0001\\\"\\\\\""
+        );
         assert_eq!(canon(r#""\ud83d\ude00""#), "\"😀\"");
     }
 
@@ -513,13 +558,34 @@ mod tests {
 
     #[test]
     fn errors_say_what_and_where() {
-        assert_eq!(canon("{\n  \"a\": nil\n}"), "error: expected a JSON value (found `nil`) at line 2, column 8");
-        assert_eq!(canon("{\"a\": 1,\n}"), "error: trailing comma before the end of an object (found `}`) at line 2, column 1");
-        assert_eq!(canon("[1,]"), "error: trailing comma before the end of an array (found `]`) at line 1, column 4");
-        assert_eq!(canon(""), "error: expected a JSON value (found the end of the input) at line 1, column 1");
-        assert_eq!(canon("01"), "error: a number may not have a leading zero (found `1`) at line 1, column 2");
-        assert_eq!(canon("\"\\ud800\""), "error: lone leading surrogate in a \\u escape at line 1, column 2");
-        assert_eq!(canon("[1] x"), "error: unexpected data after the JSON value (found `x`) at line 1, column 5");
+        assert_eq!(
+            canon("{\n  \"a\": nil\n}"),
+            "error: expected a JSON value (found `nil`) at line 2, column 8"
+        );
+        assert_eq!(
+            canon("{\"a\": 1,\n}"),
+            "error: trailing comma before the end of an object (found `}`) at line 2, column 1"
+        );
+        assert_eq!(
+            canon("[1,]"),
+            "error: trailing comma before the end of an array (found `]`) at line 1, column 4"
+        );
+        assert_eq!(
+            canon(""),
+            "error: expected a JSON value (found the end of the input) at line 1, column 1"
+        );
+        assert_eq!(
+            canon("01"),
+            "error: a number may not have a leading zero (found `1`) at line 1, column 2"
+        );
+        assert_eq!(
+            canon("\"\\ud800\""),
+            "error: lone leading surrogate in a \\u escape at line 1, column 2"
+        );
+        assert_eq!(
+            canon("[1] x"),
+            "error: unexpected data after the JSON value (found `x`) at line 1, column 5"
+        );
     }
 
     #[test]
@@ -536,7 +602,9 @@ mod tests {
     #[test]
     fn array_elements_keep_their_exact_text() {
         let v = parse("[ {\"a\" : 1} ,\n\"x\",2.50 ]").expect("valid");
-        let Value::Array(elements) = v else { panic!("not an array") };
+        let Value::Array(elements) = v else {
+            panic!("not an array")
+        };
         let raws: Vec<&str> = elements.iter().map(|e| e.raw).collect();
         assert_eq!(raws, ["{\"a\" : 1}", "\"x\"", "2.50"]);
     }
@@ -546,7 +614,9 @@ mod tests {
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::Bool),
             any::<i64>().prop_map(|n| serde_json::json!(n)),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::json!(f)),
             ".*".prop_map(serde_json::Value::String),
         ];
         leaf.prop_recursive(4, 32, 6, |inner| {

@@ -176,7 +176,8 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x76c7_9ef6_6201_472e_81ef_
 impl EventId {
     /// The id of an event from `source`, of `kind`, whose canonical JSON is `canonical`.
     pub fn new(source: Source, kind: Kind, canonical: &str) -> EventId {
-        let mut name = Vec::with_capacity(source.as_str().len() + kind.as_str().len() + canonical.len() + 2);
+        let mut name =
+            Vec::with_capacity(source.as_str().len() + kind.as_str().len() + canonical.len() + 2);
         name.extend_from_slice(source.as_str().as_bytes());
         name.push(0);
         name.extend_from_slice(kind.as_str().as_bytes());

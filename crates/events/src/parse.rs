@@ -28,8 +28,12 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::Empty => f.write_str("empty body"),
-            Rejection::NotUtf8 { offset } => write!(f, "not UTF-8: invalid byte at offset {offset}"),
-            Rejection::NotJson(e) if e.message.starts_with("nesting deeper") => write!(f, "too deep: {e}"),
+            Rejection::NotUtf8 { offset } => {
+                write!(f, "not UTF-8: invalid byte at offset {offset}")
+            }
+            Rejection::NotJson(e) if e.message.starts_with("nesting deeper") => {
+                write!(f, "too deep: {e}")
+            }
             Rejection::NotJson(e) => write!(f, "not JSON: {e}"),
         }
     }
@@ -48,7 +52,8 @@ pub fn parse_delivery(source: Source, body: &[u8]) -> Result<Vec<Event>, Rejecti
 /// object that has `productId`, or one such object, is Mobile Journeys; anything else is MX.
 /// A body that is not JSON is Mobile Journeys if its bytes contain `"productId"`.
 pub fn parse_delivery_detect(body: &[u8]) -> (Source, Result<Vec<Event>, Rejection>) {
-    let parsed = as_text(body).and_then(|text| Ok((text, json::parse(text).map_err(Rejection::NotJson)?)));
+    let parsed =
+        as_text(body).and_then(|text| Ok((text, json::parse(text).map_err(Rejection::NotJson)?)));
     match parsed {
         Ok((text, doc)) => {
             let source = detect(&doc);
@@ -56,13 +61,22 @@ pub fn parse_delivery_detect(body: &[u8]) -> (Source, Result<Vec<Event>, Rejecti
         }
         Err(rejection) => {
             let mj = body.windows(11).any(|w| w == b"\"productId\"");
-            (if mj { Source::MobileJourneys } else { Source::Mx }, Err(rejection))
+            (
+                if mj {
+                    Source::MobileJourneys
+                } else {
+                    Source::Mx
+                },
+                Err(rejection),
+            )
         }
     }
 }
 
 fn as_text(body: &[u8]) -> Result<&str, Rejection> {
-    let text = std::str::from_utf8(body).map_err(|e| Rejection::NotUtf8 { offset: e.valid_up_to() })?;
+    let text = std::str::from_utf8(body).map_err(|e| Rejection::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
     if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() {
         return Err(Rejection::Empty);
     }
@@ -75,7 +89,11 @@ fn detect(doc: &Value<'_>) -> Source {
         Value::Array(elements) => elements.iter().any(|e| is_mj(&e.value)),
         other => is_mj(other),
     };
-    if mj { Source::MobileJourneys } else { Source::Mx }
+    if mj {
+        Source::MobileJourneys
+    } else {
+        Source::Mx
+    }
 }
 
 fn split(source: Source, text: &str, doc: &Value<'_>) -> Vec<Event> {
@@ -105,11 +123,21 @@ struct Found {
 
 impl Found {
     fn unknown() -> Found {
-        Found { kind: Kind::Unknown, keys: Keys::default(), clock: Clock::Time { ms: None }, occurred_at: None }
+        Found {
+            kind: Kind::Unknown,
+            keys: Keys::default(),
+            clock: Clock::Time { ms: None },
+            occurred_at: None,
+        }
     }
 
     fn timed(kind: Kind, keys: Keys, ms: Option<Millis>) -> Found {
-        Found { kind, keys, clock: Clock::Time { ms }, occurred_at: ms }
+        Found {
+            kind,
+            keys,
+            clock: Clock::Time { ms },
+            occurred_at: ms,
+        }
     }
 
     fn into_event(self, source: Source, raw: &str, v: &Value<'_>, skip: Option<&str>) -> Event {
@@ -129,18 +157,17 @@ impl Found {
 
 /// A stream key: a non-empty string.
 fn key(v: Option<&Value<'_>>) -> Option<String> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 fn mobile_journeys_event(raw: &str, v: &Value<'_>) -> Event {
     // `eventTime` is the provider's processing time: a redelivery may carry another one, so it
     // is not part of the identity (DESIGN.md section 4).
-    classify_mobile_journeys(v).unwrap_or_else(Found::unknown).into_event(
-        Source::MobileJourneys,
-        raw,
-        v,
-        Some("eventTime"),
-    )
+    classify_mobile_journeys(v)
+        .unwrap_or_else(Found::unknown)
+        .into_event(Source::MobileJourneys, raw, v, Some("eventTime"))
 }
 
 fn classify_mobile_journeys(v: &Value<'_>) -> Option<Found> {
@@ -153,41 +180,72 @@ fn classify_mobile_journeys(v: &Value<'_>) -> Option<Found> {
         _ => return None,
     };
     let data = v.get("data").filter(|d| d.is_object())?;
-    let keys = Keys { correlation_id: Some(key(data.get("correlationId"))?), ..Keys::default() };
-    let occurred = data.get("occurredAt").and_then(Value::as_str).and_then(parse_rfc3339);
+    let keys = Keys {
+        correlation_id: Some(key(data.get("correlationId"))?),
+        ..Keys::default()
+    };
+    let occurred = data
+        .get("occurredAt")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
     Some(Found::timed(kind, keys, occurred))
 }
 
 fn mx_event(raw: &str, v: &Value<'_>) -> Event {
-    classify_mx(v).unwrap_or_else(Found::unknown).into_event(Source::Mx, raw, v, None)
+    classify_mx(v)
+        .unwrap_or_else(Found::unknown)
+        .into_event(Source::Mx, raw, v, None)
 }
 
 const ANALYTICS_TYPES: [&str; 4] = ["analyticsevent", "pageview", "screenview", "timedevent"];
 
 fn classify_mx(v: &Value<'_>) -> Option<Found> {
-    let Value::Object(members) = v else { return None };
+    let Value::Object(members) = v else {
+        return None;
+    };
     let action = v.get("action").and_then(Value::as_str);
     let kind_name = v.get("type").and_then(Value::as_str);
 
     if action.is_none()
         && let Some(job) = v.get("job").filter(|j| j.is_object())
     {
-        let keys = Keys { member_guid: key(job.get("member_guid")), user_guid: key(job.get("user_guid")), ..Keys::default() };
-        return Some(Found::timed(Kind::Job, keys, job.get("updated_at").and_then(mx_time)));
+        let keys = Keys {
+            member_guid: key(job.get("member_guid")),
+            user_guid: key(job.get("user_guid")),
+            ..Keys::default()
+        };
+        return Some(Found::timed(
+            Kind::Job,
+            keys,
+            job.get("updated_at").and_then(mx_time),
+        ));
     }
 
-    let flat_keys = || Keys { member_guid: key(v.get("member_guid")), user_guid: key(v.get("user_guid")), ..Keys::default() };
+    let flat_keys = || Keys {
+        member_guid: key(v.get("member_guid")),
+        user_guid: key(v.get("user_guid")),
+        ..Keys::default()
+    };
 
     if kind_name == Some("CONNECTION_STATUS") {
         let keys = flat_keys();
         keys.member_guid.as_ref()?;
-        return Some(Found { kind: Kind::ConnectionStatus, keys, clock: Clock::Arrival, occurred_at: None });
+        return Some(Found {
+            kind: Kind::ConnectionStatus,
+            keys,
+            clock: Clock::Arrival,
+            occurred_at: None,
+        });
     }
 
     if action == Some("member_data_updated") && kind_name.is_some() {
         let keys = flat_keys();
         keys.member_guid.as_ref()?;
-        return Some(Found::timed(Kind::MemberData, keys, v.get("completed_at").and_then(mx_time)));
+        return Some(Found::timed(
+            Kind::MemberData,
+            keys,
+            v.get("completed_at").and_then(mx_time),
+        ));
     }
 
     if let Some("created" | "updated" | "deleted") = action {
@@ -197,11 +255,21 @@ fn classify_mx(v: &Value<'_>) -> Option<Found> {
                 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                 && key(value.get("guid")).is_some()
         });
-        let (Some((name, resource)), None) = (resources.next(), resources.next()) else { return None };
+        let (Some((name, resource)), None) = (resources.next(), resources.next()) else {
+            return None;
+        };
         let guid = key(resource.get("guid"))?;
         let keys = Keys {
-            user_guid: if name == "user" { Some(guid.clone()) } else { key(resource.get("user_guid")) },
-            member_guid: if name == "member" { Some(guid.clone()) } else { key(resource.get("member_guid")) },
+            user_guid: if name == "user" {
+                Some(guid.clone())
+            } else {
+                key(resource.get("user_guid"))
+            },
+            member_guid: if name == "member" {
+                Some(guid.clone())
+            } else {
+                key(resource.get("member_guid"))
+            },
             resource: Some(format!("{name}/{guid}")),
             ..Keys::default()
         };
@@ -210,12 +278,27 @@ fn classify_mx(v: &Value<'_>) -> Option<Found> {
             other => other.as_i64(),
         });
         let updated_at = resource.get("updated_at").and_then(mx_time);
-        return Some(Found { kind: Kind::Resource, keys, clock: Clock::Revision { revision, updated_at }, occurred_at: updated_at });
+        return Some(Found {
+            kind: Kind::Resource,
+            keys,
+            clock: Clock::Revision {
+                revision,
+                updated_at,
+            },
+            occurred_at: updated_at,
+        });
     }
 
     if kind_name.is_some_and(|t| ANALYTICS_TYPES.contains(&t)) {
-        let keys = Keys { user_guid: key(v.get("user_guid")), ..Keys::default() };
-        return Some(Found::timed(Kind::Analytics, keys, v.get("created_at").and_then(mx_time)));
+        let keys = Keys {
+            user_guid: key(v.get("user_guid")),
+            ..Keys::default()
+        };
+        return Some(Found::timed(
+            Kind::Analytics,
+            keys,
+            v.get("created_at").and_then(mx_time),
+        ));
     }
     None
 }

@@ -41,7 +41,9 @@ pub fn format_millis(ms: Millis) -> String {
 pub fn mx_time(v: &Value<'_>) -> Option<Millis> {
     let ms = match v {
         Value::Number(n) => seconds_text_to_millis(n)?,
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => seconds_text_to_millis(s)?,
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            seconds_text_to_millis(s)?
+        }
         Value::String(s) => parse_rfc3339(s)?,
         _ => return None,
     };
@@ -56,7 +58,10 @@ fn seconds_text_to_millis(text: &str) -> Option<Millis> {
         None => (false, text),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = int.parse().ok()?;
@@ -84,7 +89,10 @@ mod tests {
         assert_eq!(ms, 1_623_412_895_000);
         assert_eq!(format_millis(ms), "2021-06-11T12:01:35Z");
         assert_eq!(format_millis(ms + 7), "2021-06-11T12:01:35.007Z");
-        assert_eq!(parse_rfc3339("2021-06-11T13:01:35.1239+01:00"), Some(ms + 123));
+        assert_eq!(
+            parse_rfc3339("2021-06-11T13:01:35.1239+01:00"),
+            Some(ms + 123)
+        );
         assert_eq!(parse_rfc3339("2021-06-11 12:01:35"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
@@ -100,7 +108,10 @@ mod tests {
         assert_eq!(t("null"), None);
         assert_eq!(t("99999999999999999999"), None);
         assert_eq!(t("9999999999999"), None, "beyond year 9999");
-        assert_eq!(format_millis(t("0").expect("epoch")), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_millis(t("0").expect("epoch")),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -1,1 +1,284 @@
-//! placeholder
+//! journeyd's storage: the append-only SQLite event log and what sits beside it.
+//!
+//! This crate owns the database file: the schema (migrations in the workspace's `migrations/`,
+//! applied at open in one transaction and tracked in `PRAGMA user_version`), the per-connection
+//! pragmas, the single [writer](WriterHandle) that commits many callers' submissions per
+//! transaction (group commit), and read-only [`Reader`]s. It is synchronous and knows no async
+//! runtime: async callers hand the writer a callback ([`WriterHandle::try_submit`]) and bridge it
+//! to their own runtime.
+//!
+//! What it deliberately does not do: parse payloads (the `events` crate does, before anything
+//! reaches the store), fold events into state, or ever change or delete a row of `events`
+//! (triggers in the schema make that fail).
+
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::{M, Migrations};
+
+pub use events::timestamp::Millis;
+pub use read::{EventRecord, LogStats, QuarantineEntry, QuarantinedBody, Reader, StreamKey};
+pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, WriterHandle};
+
+/// The schema, one entry per file in `migrations/`, in order. Append only.
+const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!(
+    "../../../migrations/0001_event_log.sql"
+))];
+
+fn migrations() -> Migrations<'static> {
+    Migrations::from_slice(MIGRATION_LIST)
+}
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: usize = MIGRATION_LIST.len();
+
+/// What can go wrong in the store. Duplicates and quarantined bodies are not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite said no (I/O error, disk full, constraint, busy past the timeout, ...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Applying the migrations failed; nothing was changed.
+    #[error("could not migrate the database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// A reader was asked for a database file that does not exist.
+    #[error("no journeyd database at {0}")]
+    Missing(PathBuf),
+    /// The file's schema is not the one this build knows.
+    #[error(
+        "the database schema is version {found}, this journeyd uses version {expected}{hint}",
+        hint = if *found < *expected { " (run `journeyd import` or `journeyd serve` once to migrate it)" } else { " (it was written by a newer journeyd)" }
+    )]
+    SchemaVersion {
+        /// `PRAGMA user_version` of the file.
+        found: usize,
+        /// [`SCHEMA_VERSION`].
+        expected: usize,
+    },
+    /// The writer's queue is full: back off and retry (HTTP callers answer 503).
+    #[error("the writer queue is full")]
+    QueueFull,
+    /// The writer thread has stopped; nothing more can be appended through this store.
+    #[error("the writer has stopped")]
+    WriterStopped,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// SQLite's `synchronous` setting for the writer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged event survives power loss. The default.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: an acknowledged event survives a crash of the process but
+    /// the last commits may be lost on power loss.
+    Normal,
+}
+
+impl std::str::FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            other => Err(format!(
+                "unknown synchronous mode `{other}` (expected `full` or `normal`)"
+            )),
+        }
+    }
+}
+
+/// Called by the writer thread after every commit (metrics, waking the projector). Keep it cheap.
+pub type CommitHook = Arc<dyn Fn(&CommitInfo) + Send + Sync>;
+
+/// How to open a [`Store`].
+#[derive(Clone)]
+pub struct Options {
+    /// Durability of a commit. Default [`Synchronous::Full`].
+    pub synchronous: Synchronous,
+    /// Jobs that may wait for the writer; past this, [`WriterHandle::try_submit`] answers
+    /// [`Error::QueueFull`] and [`WriterHandle::append`] blocks. Default 1024.
+    pub queue_capacity: usize,
+    /// A group commit stops taking more jobs once it holds this many events. Default 16384.
+    pub max_group_events: usize,
+    /// Called after every commit.
+    pub on_commit: Option<CommitHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            synchronous: Synchronous::Full,
+            queue_capacity: 1024,
+            max_group_events: 16_384,
+            on_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("synchronous", &self.synchronous)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_group_events", &self.max_group_events)
+            .field("on_commit", &self.on_commit.is_some())
+            .finish()
+    }
+}
+
+/// An open database with its writer thread running.
+pub struct Store {
+    path: PathBuf,
+    writer: writer::Writer,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations in one
+    /// transaction, and starts the writer thread.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        configure_writer(&conn, options.synchronous)?;
+        migrations().to_latest(&mut conn)?;
+        let writer = writer::Writer::start(conn, &options)?;
+        Ok(Store { path, writer })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A handle to append through; clone it freely.
+    pub fn writer(&self) -> WriterHandle {
+        self.writer.handle()
+    }
+
+    /// A new read-only connection to this database.
+    pub fn reader(&self) -> Result<Reader> {
+        Reader::open(&self.path)
+    }
+
+    /// Stops the writer after it has committed everything already submitted, and waits for it.
+    /// Handles still held elsewhere get [`Error::WriterStopped`] afterwards.
+    pub fn close(self) {
+        self.writer.stop();
+    }
+}
+
+fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
+    // journal_mode returns a row, so it is queried rather than executed.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+        tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; readers will block the writer");
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync == Synchronous::Full {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
+    )?;
+    configure_common(conn)
+}
+
+fn configure_common(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // 64 MiB page cache: keeps the event-id index hot during large imports.
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::Missing(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure_common(&conn)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found = usize::try_from(found).unwrap_or(0);
+    if found != SCHEMA_VERSION {
+        return Err(Error::SchemaVersion {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().expect("migrations validate");
+    }
+
+    #[test]
+    fn opening_twice_migrates_once_and_sets_user_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        Store::open(&path, Options::default())
+            .expect("first open")
+            .close();
+        Store::open(&path, Options::default())
+            .expect("second open")
+            .close();
+        let conn = Connection::open(&path).expect("open");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(v, SCHEMA_VERSION as i64);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_reader_refuses_a_missing_file_or_another_schema_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("none.db");
+        assert!(matches!(Reader::open(&path), Err(Error::Missing(_))));
+        Connection::open(&path)
+            .expect("create")
+            .execute_batch("PRAGMA user_version = 99")
+            .expect("set");
+        let err = Reader::open(&path).err().expect("refused");
+        assert!(err.to_string().contains("version 99"), "{err}");
+    }
+
+    #[test]
+    fn the_log_refuses_update_and_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        Store::open(&path, Options::default())
+            .expect("open")
+            .close();
+        let conn = Connection::open(&path).expect("open");
+        conn.execute(
+            "INSERT INTO events (event_id, source, kind, received_at, delivery_id, payload) VALUES (x'00', 'mx', 'unknown', 0, 1, '{}')",
+            [],
+        )
+        .expect("insert is allowed");
+        for sql in ["UPDATE events SET kind = 'job'", "DELETE FROM events"] {
+            let err = conn.execute(sql, []).expect_err(sql);
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+    }
+}

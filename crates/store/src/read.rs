@@ -1,0 +1,257 @@
+//! Read-only access: the log by `seq` or stream key, counts, and quarantine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use events::{EventId, Keys};
+use rusqlite::{Connection, Row};
+use serde::Serialize;
+
+use crate::{Millis, Result};
+
+/// A read-only connection. WAL lets any number of these read beside the writer.
+pub struct Reader {
+    conn: Connection,
+}
+
+/// One stored event, as the API and CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Arrival order.
+    pub seq: i64,
+    /// Deterministic identity.
+    pub event_id: EventId,
+    /// `mx` or `mobile-journeys`.
+    pub source: String,
+    /// The kind's stored name.
+    pub kind: String,
+    /// Stream keys.
+    pub keys: Keys,
+    /// The `clock` column (time in ms, or revision; `None` for arrival).
+    pub clock: Option<i64>,
+    /// When it happened, if it says.
+    pub occurred_at: Option<Millis>,
+    /// When it was received.
+    pub received_at: Millis,
+    /// The `deliveries` row it came in.
+    pub delivery_id: i64,
+    /// Its exact bytes as received.
+    pub payload: String,
+}
+
+/// A stream key to select events by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKey<'a> {
+    /// A journey's `correlationId`.
+    Journey(&'a str),
+    /// An MX member.
+    Member(&'a str),
+    /// An MX user.
+    User(&'a str),
+    /// An MX resource, `"{type}/{guid}"`.
+    Resource(&'a str),
+}
+
+/// Counts over the log and quarantine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LogStats {
+    /// Events in the log.
+    pub events: i64,
+    /// Events of kind `unknown`.
+    pub unknown: i64,
+    /// Bodies in quarantine.
+    pub quarantined: i64,
+    /// The greatest `seq` (0 for an empty log).
+    pub log_head: i64,
+    /// Requests recorded.
+    pub deliveries: i64,
+    /// Events by source.
+    pub by_source: BTreeMap<String, i64>,
+    /// Events by kind.
+    pub by_kind: BTreeMap<String, i64>,
+}
+
+/// A quarantine row without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    /// `quarantine.id`.
+    pub id: i64,
+    /// When it was received.
+    pub received_at: Millis,
+    /// The route it came in on.
+    pub source: String,
+    /// Why it is here.
+    pub reason: String,
+    /// Body size in bytes.
+    pub size: i64,
+}
+
+/// A quarantine row with its body, for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedBody {
+    /// `quarantine.id`.
+    pub id: i64,
+    /// When it was first received.
+    pub received_at: Millis,
+    /// The route it came in on.
+    pub source: String,
+    /// The exact bytes.
+    pub body: Vec<u8>,
+}
+
+const EVENT_COLUMNS: &str = "seq, event_id, source, kind, correlation_id, member_guid, user_guid, resource_key, clock, occurred_at, received_at, delivery_id, payload";
+
+fn event_record(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    let id: Vec<u8> = r.get(1)?;
+    let id: [u8; 16] = id.try_into().map_err(|v: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Blob,
+            format!("event_id has {} bytes, not 16", v.len()).into(),
+        )
+    })?;
+    Ok(EventRecord {
+        seq: r.get(0)?,
+        event_id: EventId::from_bytes(id),
+        source: r.get(2)?,
+        kind: r.get(3)?,
+        keys: Keys {
+            correlation_id: r.get(4)?,
+            member_guid: r.get(5)?,
+            user_guid: r.get(6)?,
+            resource: r.get(7)?,
+        },
+        clock: r.get(8)?,
+        occurred_at: r.get(9)?,
+        received_at: r.get(10)?,
+        delivery_id: r.get(11)?,
+        payload: r.get(12)?,
+    })
+}
+
+impl Reader {
+    /// Opens the database at `path` read-only. Fails if it does not exist or its schema
+    /// version is not this build's.
+    pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
+        Ok(Reader {
+            conn: crate::open_read_only(path.as_ref())?,
+        })
+    }
+
+    /// The greatest `seq`, 0 for an empty log.
+    pub fn head(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` events with `seq > after`, in `seq` order.
+    pub fn events(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params![after, limit_param(limit)], event_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Up to `limit` events of one stream with `seq > after`, in `seq` order.
+    pub fn events_by_key(
+        &self,
+        key: StreamKey<'_>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let (column, value) = match key {
+            StreamKey::Journey(v) => ("correlation_id", v),
+            StreamKey::Member(v) => ("member_guid", v),
+            StreamKey::User(v) => ("user_guid", v),
+            StreamKey::Resource(v) => ("resource_key", v),
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            rusqlite::params![value, after, limit_param(limit)],
+            event_record,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The `seq` of an event id, if it is in the log.
+    pub fn seq_of(&self, id: &EventId) -> Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM events WHERE event_id = ?1",
+                [&id.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Counts over the log (from the writer-maintained `event_counts`) and quarantine.
+    pub fn stats(&self) -> Result<LogStats> {
+        let tx = self.conn.unchecked_transaction()?; // one snapshot for every count
+        let mut stats = LogStats::default();
+        {
+            let mut stmt = tx.prepare_cached("SELECT source, kind, count FROM event_counts")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (source, kind, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                stats.events += n;
+                if kind == events::Kind::Unknown.as_str() {
+                    stats.unknown += n;
+                }
+                *stats.by_source.entry(source).or_default() += n;
+                *stats.by_kind.entry(kind).or_default() += n;
+            }
+        }
+        stats.log_head =
+            tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        stats.quarantined = tx.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))?;
+        stats.deliveries =
+            tx.query_row("SELECT coalesce(max(id), 0) FROM deliveries", [], |r| {
+                r.get(0)
+            })?;
+        Ok(stats)
+    }
+
+    /// Every quarantined body, oldest first, without the bytes.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_at, source, reason, length(body) FROM quarantine ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QuarantineEntry {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                source: r.get(2)?,
+                reason: r.get(3)?,
+                size: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Up to `limit` quarantined bodies with `id > after`, oldest first.
+    pub fn quarantined_bodies(&self, after: i64, limit: usize) -> Result<Vec<QuarantinedBody>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, received_at, source, body FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(rusqlite::params![after, limit_param(limit)], |r| {
+            Ok(QuarantinedBody {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                source: r.get(2)?,
+                body: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

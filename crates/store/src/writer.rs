@@ -1,0 +1,481 @@
+//! The single writer: one thread owns the write connection and commits many callers'
+//! submissions per transaction (group commit). See `docs/decisions/0003-group-commit.md`.
+//!
+//! A caller's submission is answered only after the transaction that holds it has committed
+//! (with `synchronous=FULL`, after fsync). If a group's transaction fails, it is rolled back and
+//! each job is retried alone, so one bad job cannot fail its neighbours; a job that still fails
+//! is answered with the error and left no trace in the database.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use events::{Event, Kind, Source};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+
+use crate::{CommitHook, Error, Millis, Options, Result};
+
+/// One request body, ready to store: its events, or the whole body for quarantine.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The route (or `--source`) it came in on.
+    pub source: Source,
+    /// When it was received, in milliseconds (the caller's clock: time comes in at the edge).
+    pub received_at: Millis,
+    /// An id for the `deliveries` table: HTTP request id, `import:FILE:LINE`, ...
+    pub request_id: Option<String>,
+    /// Size of the body in bytes.
+    pub size: usize,
+    /// What to store.
+    pub body: Body,
+}
+
+/// What a [`Submission`] stores.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The events the body was split into (possibly none, for `[]`).
+    Events(Vec<Event>),
+    /// A body that could not be split into events, kept whole.
+    Quarantine(Quarantined),
+    /// A quarantined body that the current code splits: its events go into the log and its
+    /// quarantine row is removed, in one transaction.
+    Replay {
+        /// The `quarantine.id` being moved.
+        quarantine_id: i64,
+        /// Its events.
+        events: Vec<Event>,
+    },
+}
+
+/// A body for quarantine.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// Why it could not be split into events.
+    pub reason: String,
+    /// Selected request headers, as a JSON object.
+    pub headers: String,
+    /// The body's exact bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened to one event of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Newly appended at this `seq`.
+    New(i64),
+    /// Its `event_id` was already in the log (or earlier in the same transaction).
+    Duplicate,
+}
+
+/// The answer to one [`Submission`], given after its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The `deliveries` row recording the request.
+    pub delivery_id: i64,
+    /// One entry per event, in the submission's order.
+    pub events: Vec<Appended>,
+    /// The `quarantine` row, when the body was quarantined.
+    pub quarantine_id: Option<i64>,
+}
+
+impl Receipt {
+    /// Events newly appended.
+    pub fn new_count(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|a| matches!(a, Appended::New(_)))
+            .count()
+    }
+
+    /// Events already in the log.
+    pub fn duplicate_count(&self) -> usize {
+        self.events.len() - self.new_count()
+    }
+}
+
+/// What one commit did; handed to [`Options::on_commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The greatest `seq` in the log after the commit.
+    pub head: i64,
+    /// Jobs (caller requests) in the transaction.
+    pub jobs: usize,
+    /// Submissions in the transaction.
+    pub submissions: usize,
+    /// Events newly appended.
+    pub events_new: usize,
+    /// Events that were duplicates.
+    pub events_duplicate: usize,
+    /// Bodies quarantined.
+    pub quarantined: usize,
+    /// From `BEGIN` to the end of `COMMIT`.
+    pub duration: Duration,
+}
+
+type Reply = Box<dyn FnOnce(Result<Vec<Receipt>>) + Send>;
+
+struct Job {
+    submissions: Vec<Submission>,
+    reply: Reply,
+}
+
+enum Msg {
+    Job(Job),
+    /// Commit what is already queued, then stop.
+    Stop,
+}
+
+impl Job {
+    fn event_count(&self) -> usize {
+        self.submissions
+            .iter()
+            .map(|s| match &s.body {
+                Body::Events(e) | Body::Replay { events: e, .. } => e.len(),
+                Body::Quarantine(_) => 1,
+            })
+            .sum::<usize>()
+            .max(1)
+    }
+}
+
+/// A cloneable handle to submit to the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Msg>,
+}
+
+impl WriterHandle {
+    /// Appends `submissions` in one transaction and waits for the commit. Blocks while the queue
+    /// is full. The receipts are in the submissions' order.
+    pub fn append(&self, submissions: Vec<Submission>) -> Result<Vec<Receipt>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let reply: Reply = Box::new(move |r| {
+            // The caller may have gone away; then nobody needs the answer.
+            let _ = tx.send(r);
+        });
+        self.tx
+            .send(Msg::Job(Job { submissions, reply }))
+            .map_err(|_| Error::WriterStopped)?;
+        rx.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Queues `submissions` without waiting; `reply` is called on the writer thread after the
+    /// commit (or failure). Answers [`Error::QueueFull`] at once when the queue is full (the
+    /// HTTP layer turns that into 503), and then `reply` is not called.
+    pub fn try_submit(
+        &self,
+        submissions: Vec<Submission>,
+        reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static,
+    ) -> Result<()> {
+        match self.tx.try_send(Msg::Job(Job {
+            submissions,
+            reply: Box::new(reply),
+        })) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(Error::WriterStopped),
+        }
+    }
+
+    /// As [`WriterHandle::try_submit`] but waits for room in the queue instead of failing.
+    pub fn submit(
+        &self,
+        submissions: Vec<Submission>,
+        reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static,
+    ) -> Result<()> {
+        self.tx
+            .send(Msg::Job(Job {
+                submissions,
+                reply: Box::new(reply),
+            }))
+            .map_err(|_| Error::WriterStopped)
+    }
+}
+
+pub(crate) struct Writer {
+    tx: SyncSender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection, options: &Options) -> Result<Writer> {
+        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let max_group_events = options.max_group_events.max(1);
+        let hook = options.on_commit.clone();
+        let thread = std::thread::Builder::new()
+            .name("journeyd-writer".into())
+            .spawn(move || run(conn, rx, max_group_events, hook))
+            .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn handle(&self) -> WriterHandle {
+        WriterHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    pub(crate) fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Asks the thread to commit what is queued and stop, and waits for it. Handles held
+    /// elsewhere get [`Error::WriterStopped`] afterwards.
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // A full queue makes this wait for room, which the running thread makes.
+        let _ = self.tx.send(Msg::Stop);
+        if thread.join().is_err() {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<Msg>, max_group_events: usize, hook: Option<CommitHook>) {
+    let mut stopping = false;
+    while !stopping {
+        let first = match rx.recv() {
+            Ok(Msg::Job(job)) => job,
+            Ok(Msg::Stop) | Err(_) => break,
+        };
+        let mut events = first.event_count();
+        let mut group = vec![first];
+        // Take whatever else is already waiting, up to the group's size; after Stop, take all.
+        while events < max_group_events || stopping {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => {
+                    events += job.event_count();
+                    group.push(job);
+                }
+                Ok(Msg::Stop) => stopping = true,
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, group, hook.as_ref());
+    }
+    // Dropping `rx` here makes every later send answer WriterStopped.
+    tracing::debug!("writer stopped");
+}
+
+fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook>) {
+    let started = Instant::now();
+    match write_jobs(conn, group.iter().map(|j| j.submissions.as_slice())) {
+        Ok((answers, stats)) => {
+            report(conn, hook, &stats, group.len(), started);
+            for (job, receipts) in group.into_iter().zip(answers) {
+                (job.reply)(Ok(receipts));
+            }
+        }
+        Err(e) if group.len() == 1 => fail(group, e),
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying each job alone");
+            for job in group {
+                let started = Instant::now();
+                match write_jobs(conn, std::iter::once(job.submissions.as_slice())) {
+                    Ok((mut answers, stats)) => {
+                        report(conn, hook, &stats, 1, started);
+                        (job.reply)(Ok(answers.pop().unwrap_or_default()));
+                    }
+                    Err(e) => fail(vec![job], e),
+                }
+            }
+        }
+    }
+}
+
+fn fail(jobs: Vec<Job>, e: Error) {
+    tracing::error!(error = %e, "append failed; nothing of it was stored");
+    let message = e.to_string();
+    let mut first = Some(e);
+    for job in jobs {
+        // rusqlite errors are not Clone: the first job gets the error itself, any others its text.
+        let err = first.take().unwrap_or_else(|| {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(message.clone()),
+            ))
+        });
+        (job.reply)(Err(err));
+    }
+}
+
+fn report(
+    conn: &Connection,
+    hook: Option<&CommitHook>,
+    stats: &GroupStats,
+    jobs: usize,
+    started: Instant,
+) {
+    let Some(hook) = hook else { return };
+    let head = conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+        .unwrap_or(stats.last_seq);
+    hook(&CommitInfo {
+        head,
+        jobs,
+        submissions: stats.submissions,
+        events_new: stats.events_new,
+        events_duplicate: stats.events_duplicate,
+        quarantined: stats.quarantined,
+        duration: started.elapsed(),
+    });
+}
+
+#[derive(Default)]
+struct GroupStats {
+    submissions: usize,
+    events_new: usize,
+    events_duplicate: usize,
+    quarantined: usize,
+    last_seq: i64,
+}
+
+/// Writes the jobs in one immediate transaction; on any error, nothing is kept.
+fn write_jobs<'a>(
+    conn: &mut Connection,
+    jobs: impl Iterator<Item = &'a [Submission]>,
+) -> Result<(Vec<Vec<Receipt>>, GroupStats)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut stats = GroupStats::default();
+    let mut counts: HashMap<(Source, Kind), i64> = HashMap::new();
+    let mut next_delivery: i64 =
+        tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM deliveries", [], |r| {
+            r.get(0)
+        })?;
+    let mut answers = Vec::new();
+    for submissions in jobs {
+        let mut receipts = Vec::with_capacity(submissions.len());
+        for s in submissions {
+            let delivery_id = next_delivery;
+            next_delivery += 1;
+            receipts.push(write_submission(
+                &tx,
+                s,
+                delivery_id,
+                &mut counts,
+                &mut stats,
+            )?);
+        }
+        answers.push(receipts);
+    }
+    if !counts.is_empty() {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO event_counts (source, kind, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source, kind) DO UPDATE SET count = count + excluded.count",
+        )?;
+        for ((source, kind), n) in counts {
+            upsert.execute(params![source.as_str(), kind.as_str(), n])?;
+        }
+    }
+    tx.commit()?;
+    Ok((answers, stats))
+}
+
+fn write_submission(
+    tx: &Transaction<'_>,
+    s: &Submission,
+    delivery_id: i64,
+    counts: &mut HashMap<(Source, Kind), i64>,
+    stats: &mut GroupStats,
+) -> Result<Receipt> {
+    stats.submissions += 1;
+    let mut receipt = Receipt {
+        delivery_id,
+        events: Vec::new(),
+        quarantine_id: None,
+    };
+    match &s.body {
+        Body::Events(events) => {
+            append_events(tx, s, delivery_id, events, counts, stats, &mut receipt)?
+        }
+        Body::Replay {
+            quarantine_id,
+            events,
+        } => {
+            append_events(tx, s, delivery_id, events, counts, stats, &mut receipt)?;
+            tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?
+                .execute([quarantine_id])?;
+        }
+        Body::Quarantine(q) => {
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO quarantine (received_at, source, reason, headers, body) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                )?
+                .query_row(params![s.received_at, s.source.as_str(), q.reason, q.headers, q.bytes], |r| r.get(0))?;
+            receipt.quarantine_id = Some(id);
+            stats.quarantined += 1;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, received_at, source, request_id, size, events_new, events_duplicate, quarantine_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        delivery_id,
+        s.received_at,
+        s.source.as_str(),
+        s.request_id,
+        i64::try_from(s.size).unwrap_or(i64::MAX),
+        receipt.new_count() as i64,
+        receipt.duplicate_count() as i64,
+        receipt.quarantine_id,
+    ])?;
+    Ok(receipt)
+}
+
+fn append_events(
+    tx: &Transaction<'_>,
+    s: &Submission,
+    delivery_id: i64,
+    events: &[Event],
+    counts: &mut HashMap<(Source, Kind), i64>,
+    stats: &mut GroupStats,
+    receipt: &mut Receipt,
+) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (event_id, source, kind, correlation_id, member_guid, user_guid, resource_key,
+                             clock, occurred_at, received_at, delivery_id, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?;
+    receipt.events.reserve(events.len());
+    for e in events {
+        let inserted = insert.execute(params![
+            &e.id.as_bytes()[..],
+            e.source.as_str(),
+            e.kind.as_str(),
+            e.keys.correlation_id,
+            e.keys.member_guid,
+            e.keys.user_guid,
+            e.keys.resource,
+            e.clock.column(),
+            e.occurred_at,
+            s.received_at,
+            delivery_id,
+            e.payload,
+        ])?;
+        if inserted == 1 {
+            let seq = tx.last_insert_rowid();
+            stats.last_seq = seq;
+            stats.events_new += 1;
+            *counts.entry((e.source, e.kind)).or_default() += 1;
+            receipt.events.push(Appended::New(seq));
+        } else {
+            stats.events_duplicate += 1;
+            receipt.events.push(Appended::Duplicate);
+        }
+    }
+    Ok(())
+}
