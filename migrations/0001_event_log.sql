@@ -52,11 +52,15 @@ CREATE TABLE event_counts (
 ) STRICT, WITHOUT ROWID;
 
 -- Bodies that could not be split into events, kept whole until a replay moves them to the log.
+-- A redelivery of the same bytes from the same source is counted on the existing row.
 CREATE TABLE quarantine (
-    id          INTEGER PRIMARY KEY,
-    received_at INTEGER NOT NULL,
-    source      TEXT    NOT NULL,
-    reason      TEXT    NOT NULL,
-    headers     TEXT    NOT NULL DEFAULT '{}',  -- selected request headers, a JSON object
-    body        BLOB    NOT NULL
+    id               INTEGER PRIMARY KEY,
+    body_id          BLOB    NOT NULL UNIQUE,   -- UUIDv5 over (source, exact bytes)
+    received_at      INTEGER NOT NULL,          -- first received, ms
+    last_received_at INTEGER NOT NULL,
+    times_received   INTEGER NOT NULL DEFAULT 1,
+    source           TEXT    NOT NULL,
+    reason           TEXT    NOT NULL,
+    headers          TEXT    NOT NULL DEFAULT '{}',  -- selected request headers, a JSON object
+    body             BLOB    NOT NULL
 ) STRICT;

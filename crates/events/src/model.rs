@@ -186,6 +186,16 @@ impl EventId {
         EventId(Uuid::new_v5(&EVENT_ID_NAMESPACE, &name))
     }
 
+    /// The id of a whole body from `source` that could not be split into events: the same bytes
+    /// from the same source are one quarantine entry.
+    pub fn for_body(source: Source, bytes: &[u8]) -> EventId {
+        let mut name = Vec::with_capacity(source.as_str().len() + 12 + bytes.len());
+        name.extend_from_slice(source.as_str().as_bytes());
+        name.extend_from_slice(b"\0quarantine\0");
+        name.extend_from_slice(bytes);
+        EventId(Uuid::new_v5(&EVENT_ID_NAMESPACE, &name))
+    }
+
     /// The 16 bytes, as stored and as compared for tie-breaks.
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()

@@ -1,1 +1,57 @@
-fn main() {}
+//! `journeyd`: the binary. Parses the command line, sets up logging, and glues the `events`
+//! and `store` crates together. Errors leave as one line on stderr with exit status 1; bad usage
+//! exits 2 (clap's convention).
+
+mod cli;
+mod import;
+mod output;
+mod query;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        cli::Command::Import(args) => import::run(&cli.db, cli.synchronous, &args, &out),
+        cli::Command::Events(args) => query::events(&cli.db, &args, &out),
+        cli::Command::Stats => query::stats(&cli.db, &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::List,
+        } => query::quarantine_list(&cli.db, &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::Replay,
+        } => import::replay(&cli.db, cli.synchronous, &out),
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Milliseconds since the Unix epoch, now. The one place the binary reads the clock for events.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -84,6 +84,10 @@ pub struct QuarantineEntry {
     pub reason: String,
     /// Body size in bytes.
     pub size: i64,
+    /// How many times these exact bytes were received from this source.
+    pub times_received: i64,
+    /// When they were last received.
+    pub last_received_at: Millis,
 }
 
 /// A quarantine row with its body, for replay.
@@ -221,7 +225,8 @@ impl Reader {
     /// Every quarantined body, oldest first, without the bytes.
     pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, received_at, source, reason, length(body) FROM quarantine ORDER BY id",
+            "SELECT id, received_at, source, reason, length(body), times_received, last_received_at
+             FROM quarantine ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(QuarantineEntry {
@@ -230,6 +235,8 @@ impl Reader {
                 source: r.get(2)?,
                 reason: r.get(3)?,
                 size: r.get(4)?,
+                times_received: r.get(5)?,
+                last_received_at: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

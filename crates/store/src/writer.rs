@@ -409,11 +409,19 @@ fn write_submission(
                 .execute([quarantine_id])?;
         }
         Body::Quarantine(q) => {
+            let body_id = events::EventId::for_body(s.source, &q.bytes);
             let id: i64 = tx
                 .prepare_cached(
-                    "INSERT INTO quarantine (received_at, source, reason, headers, body) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                    "INSERT INTO quarantine (body_id, received_at, last_received_at, source, reason, headers, body)
+                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (body_id) DO UPDATE SET times_received = times_received + 1,
+                                                         last_received_at = excluded.last_received_at
+                     RETURNING id",
                 )?
-                .query_row(params![s.received_at, s.source.as_str(), q.reason, q.headers, q.bytes], |r| r.get(0))?;
+                .query_row(
+                    params![&body_id.as_bytes()[..], s.received_at, s.source.as_str(), q.reason, q.headers, q.bytes],
+                    |r| r.get(0),
+                )?;
             receipt.quarantine_id = Some(id);
             stats.quarantined += 1;
         }

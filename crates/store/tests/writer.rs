@@ -282,17 +282,42 @@ fn quarantined_bodies_are_kept_whole_and_a_replay_moves_them_into_the_log_atomic
             bytes: bytes.clone(),
         }),
     };
-    let receipt = w.append(vec![q]).expect("quarantined").remove(0);
+    let receipt = w.append(vec![q.clone()]).expect("quarantined").remove(0);
     let qid = receipt.quarantine_id.expect("has an id");
+    // A redelivery of the same bytes is counted on the same entry, not stored again.
+    let again = w
+        .append(vec![Submission {
+            received_at: 7,
+            ..q.clone()
+        }])
+        .expect("again")
+        .remove(0);
+    assert_eq!(again.quarantine_id, Some(qid));
+    // The same bytes from the other source are another entry.
+    let other = w
+        .append(vec![Submission {
+            source: Source::MobileJourneys,
+            ..q
+        }])
+        .expect("other")
+        .remove(0);
+    assert_ne!(other.quarantine_id, Some(qid));
     let reader = store.reader().expect("reader");
     let bodies = reader.quarantined_bodies(0, 10).expect("bodies");
-    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies.len(), 2);
     assert_eq!(bodies[0].body, bytes, "the exact bytes");
+    let list = reader.quarantine().expect("list");
+    let first = &list[0];
     assert_eq!(
-        reader.quarantine().expect("list")[0].size,
-        bytes.len() as i64
+        (
+            first.size,
+            first.times_received,
+            first.received_at,
+            first.last_received_at
+        ),
+        (bytes.len() as i64, 2, 5, 7)
     );
-    assert_eq!(reader.stats().expect("stats").quarantined, 1);
+    assert_eq!(reader.stats().expect("stats").quarantined, 2);
 
     let replay = Submission {
         source: Source::Mx,
@@ -309,7 +334,18 @@ fn quarantined_bodies_are_kept_whole_and_a_replay_moves_them_into_the_log_atomic
         vec![Appended::New(1)]
     );
     let stats = reader.stats().expect("stats");
-    assert_eq!((stats.quarantined, stats.events), (0, 1));
+    assert_eq!(
+        (stats.quarantined, stats.events),
+        (1, 1),
+        "only the replayed entry left quarantine"
+    );
+    assert!(
+        reader
+            .quarantine()
+            .expect("list")
+            .iter()
+            .all(|e| e.id != qid)
+    );
 }
 
 #[test]

@@ -1,0 +1,114 @@
+//! The command line (DESIGN.md section 8). Every flag can also come from the environment
+//! variable named beside it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use events::Source;
+use store::Synchronous;
+
+/// Webhook-to-state projector for MX Platform and Esendex Mobile Journeys.
+///
+/// Every webhook body is appended verbatim to an append-only SQLite event log; bodies that are
+/// not JSON are kept whole in quarantine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "journeyd",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    /// The SQLite database file.
+    #[arg(
+        long,
+        global = true,
+        env = "JOURNEYD_DB",
+        default_value = "./journeyd.db"
+    )]
+    pub(crate) db: PathBuf,
+
+    /// Machine output: compact JSON on stdout.
+    #[arg(long, global = true, env = "JOURNEYD_JSON")]
+    pub(crate) json: bool,
+
+    /// Durability of each commit: `full` fsyncs every commit (an acknowledged event survives
+    /// power loss); `normal` fsyncs at checkpoints only (it survives a crash of the process).
+    #[arg(long, global = true, env = "JOURNEYD_SYNCHRONOUS", default_value = "full", value_parser = parse_synchronous)]
+    pub(crate) synchronous: Synchronous,
+
+    /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...).
+    #[arg(long, global = true, env = "JOURNEYD_LOG", default_value = "warn")]
+    pub(crate) log_level: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Import delivery bodies from files: a `.json` file is one body, a `.ndjson` file (or `-`
+    /// for stdin) has one body per line.
+    Import(ImportArgs),
+    /// Show the event log in arrival order.
+    Events(EventsArgs),
+    /// Counts: events by source and kind, unknown events, quarantined bodies, log head.
+    Stats,
+    /// Bodies that could not be split into events.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// Which provider the bodies are from. Without it, each body's source is detected from its
+    /// shape: an array with an object that has `productId`, or one such object, is Mobile
+    /// Journeys; anything else is MX.
+    #[arg(long, env = "JOURNEYD_IMPORT_SOURCE", value_parser = parse_source)]
+    pub(crate) source: Option<Source>,
+
+    /// Files to import; `-` reads NDJSON from stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Show events with `seq` greater than this.
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub(crate) after: i64,
+
+    /// At most this many events.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuarantineCommand {
+    /// List quarantined bodies: id, when, source, size and reason.
+    List,
+    /// Re-parse every quarantined body with this build's parser; those that now split into
+    /// events move into the log, the rest stay.
+    Replay,
+}
+
+fn parse_source(s: &str) -> Result<Source, String> {
+    s.parse().map_err(|e: events::UnknownSource| e.to_string())
+}
+
+fn parse_synchronous(s: &str) -> Result<Synchronous, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

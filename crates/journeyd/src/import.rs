@@ -1,0 +1,330 @@
+//! `journeyd import` and `journeyd quarantine replay`: bodies in, through the same parser and
+//! writer the webhooks use.
+//!
+//! Parsing runs on this thread while the writer thread commits the previous chunk, so an import
+//! keeps both cores busy; at most [`MAX_IN_FLIGHT`] chunks wait for the writer at a time, which
+//! bounds memory whatever the size of the input.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use anyhow::Context;
+use events::{Source, parse_delivery, parse_delivery_detect};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use store::{Body, Options, Quarantined, Receipt, Store, Submission, Synchronous};
+
+use crate::cli::ImportArgs;
+use crate::output::Output;
+
+/// Events per writer job: large enough to amortize a transaction, small enough to pipeline.
+const CHUNK_EVENTS: usize = 2048;
+/// Jobs queued for the writer before the reader waits.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// What an import or replay did.
+#[derive(Debug, Default, Serialize)]
+struct Tally {
+    bodies: u64,
+    new: u64,
+    duplicate: u64,
+    quarantined: u64,
+}
+
+impl Tally {
+    fn add(&mut self, receipts: &[Receipt]) {
+        for r in receipts {
+            self.new += r.new_count() as u64;
+            self.duplicate += r.duplicate_count() as u64;
+            self.quarantined += u64::from(r.quarantine_id.is_some());
+        }
+    }
+}
+
+/// Sends chunks of submissions to the writer and collects the receipts.
+struct Pipeline {
+    writer: store::WriterHandle,
+    chunk: Vec<Submission>,
+    chunk_events: usize,
+    in_flight: usize,
+    tx: mpsc::Sender<store::Result<Vec<Receipt>>>,
+    rx: mpsc::Receiver<store::Result<Vec<Receipt>>>,
+    tally: Tally,
+}
+
+impl Pipeline {
+    fn new(store: &Store) -> Pipeline {
+        let (tx, rx) = mpsc::channel();
+        Pipeline {
+            writer: store.writer(),
+            chunk: Vec::new(),
+            chunk_events: 0,
+            in_flight: 0,
+            tx,
+            rx,
+            tally: Tally::default(),
+        }
+    }
+
+    fn push(&mut self, s: Submission) -> anyhow::Result<()> {
+        self.tally.bodies += 1;
+        self.chunk_events += match &s.body {
+            Body::Events(e) | Body::Replay { events: e, .. } => e.len().max(1),
+            Body::Quarantine(_) => 1,
+        };
+        self.chunk.push(s);
+        if self.chunk_events >= CHUNK_EVENTS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight >= MAX_IN_FLIGHT {
+            self.receive_one()?;
+        }
+        let tx = self.tx.clone();
+        let chunk = std::mem::take(&mut self.chunk);
+        self.chunk_events = 0;
+        self.writer.submit(chunk, move |r| {
+            let _ = tx.send(r);
+        })?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn receive_one(&mut self) -> anyhow::Result<()> {
+        let receipts = self.rx.recv().context("the writer stopped")??;
+        self.in_flight -= 1;
+        self.tally.add(&receipts);
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<Tally> {
+        self.flush()?;
+        while self.in_flight > 0 {
+            self.receive_one()?;
+        }
+        Ok(self.tally)
+    }
+}
+
+fn open_store(db: &Path, synchronous: Synchronous) -> anyhow::Result<Store> {
+    Store::open(
+        db,
+        Options {
+            synchronous,
+            ..Options::default()
+        },
+    )
+    .with_context(|| format!("cannot open the database {}", db.display()))
+}
+
+pub(crate) fn run(
+    db: &Path,
+    synchronous: Synchronous,
+    args: &ImportArgs,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let store = open_store(db, synchronous)?;
+    let progress = progress_bar(&args.files);
+    let mut pipeline = Pipeline::new(&store);
+    for file in &args.files {
+        import_file(file, args.source, &mut pipeline, &progress)?;
+    }
+    let tally = pipeline.finish()?;
+    progress.finish_and_clear();
+    store.close();
+    if out.json {
+        return out.json(&tally);
+    }
+    out.text(format_args!(
+        "imported {} {}: {} new {}, {} {}, {} {} quarantined",
+        tally.bodies,
+        plural(tally.bodies, "body", "bodies"),
+        tally.new,
+        plural(tally.new, "event", "events"),
+        tally.duplicate,
+        plural(tally.duplicate, "duplicate", "duplicates"),
+        tally.quarantined,
+        plural(tally.quarantined, "body", "bodies"),
+    ))
+}
+
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+fn progress_bar(files: &[PathBuf]) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total: Option<u64> = files
+        .iter()
+        .map(|f| {
+            if f.as_os_str() == "-" {
+                None
+            } else {
+                std::fs::metadata(f).ok().map(|m| m.len())
+            }
+        })
+        .sum();
+    let bar = match total {
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar
+}
+
+fn import_file(
+    file: &Path,
+    source: Option<Source>,
+    pipeline: &mut Pipeline,
+    progress: &ProgressBar,
+) -> anyhow::Result<()> {
+    let name = file.display().to_string();
+    let stdin = file.as_os_str() == "-";
+    let ndjson = stdin
+        || file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("ndjson"));
+    let reader: Box<dyn Read> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        if file.is_dir() {
+            anyhow::bail!("cannot import {name}: it is a directory");
+        }
+        Box::new(File::open(file).with_context(|| format!("cannot read {name}"))?)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, progress.wrap_read(reader));
+    if !ndjson {
+        let mut body = Vec::new();
+        reader
+            .read_to_end(&mut body)
+            .with_context(|| format!("cannot read {name}"))?;
+        return pipeline.push(submission(source, body, format!("import:{name}")));
+    }
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {name}"))?
+            == 0
+        {
+            break;
+        }
+        // The line break ends the body; it is not part of it. Blank lines carry nothing.
+        while let Some(b'\n' | b'\r') = line.last() {
+            line.pop();
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        pipeline.push(submission(
+            source,
+            line.clone(),
+            format!("import:{name}:{number}"),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Parses one body into what the writer stores: its events, or the body for quarantine.
+fn submission(source: Option<Source>, body: Vec<u8>, request_id: String) -> Submission {
+    let (source, parsed) = match source {
+        Some(s) => (s, parse_delivery(s, &body)),
+        None => parse_delivery_detect(&body),
+    };
+    let size = body.len();
+    let body = match parsed {
+        Ok(events) => Body::Events(events),
+        Err(rejection) => Body::Quarantine(Quarantined {
+            reason: rejection.to_string(),
+            headers: "{}".into(),
+            bytes: body,
+        }),
+    };
+    Submission {
+        source,
+        received_at: crate::now_millis(),
+        request_id: Some(request_id),
+        size,
+        body,
+    }
+}
+
+pub(crate) fn replay(db: &Path, synchronous: Synchronous, out: &Output) -> anyhow::Result<()> {
+    let store = open_store(db, synchronous)?;
+    let reader = store.reader()?;
+    let mut pipeline = Pipeline::new(&store);
+    let mut still = 0u64;
+    let mut after = 0;
+    loop {
+        let page = reader.quarantined_bodies(after, 256)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for q in page {
+            let Ok(source) = q.source.parse::<Source>() else {
+                tracing::warn!(id = q.id, source = %q.source, "quarantined body of an unknown source left in place");
+                still += 1;
+                continue;
+            };
+            match parse_delivery(source, &q.body) {
+                Ok(events) => pipeline.push(Submission {
+                    source,
+                    received_at: q.received_at,
+                    request_id: Some(format!("replay:{}", q.id)),
+                    size: q.body.len(),
+                    body: Body::Replay {
+                        quarantine_id: q.id,
+                        events,
+                    },
+                })?,
+                Err(_) => still += 1,
+            }
+        }
+    }
+    let tally = pipeline.finish()?;
+    store.close();
+    if out.json {
+        #[derive(Serialize)]
+        struct Replay {
+            moved: u64,
+            new: u64,
+            duplicate: u64,
+            still_quarantined: u64,
+        }
+        return out.json(&Replay {
+            moved: tally.bodies,
+            new: tally.new,
+            duplicate: tally.duplicate,
+            still_quarantined: still,
+        });
+    }
+    out.text(format_args!(
+        "replayed {} quarantined {}: {} moved to the log ({} new {}, {} {}), {} still quarantined",
+        tally.bodies + still,
+        plural(tally.bodies + still, "body", "bodies"),
+        tally.bodies,
+        tally.new,
+        plural(tally.new, "event", "events"),
+        tally.duplicate,
+        plural(tally.duplicate, "duplicate", "duplicates"),
+        still,
+    ))
+}

@@ -1,0 +1,79 @@
+//! Rendering for people (tables) and machines (compact JSON with keys in a fixed order).
+
+use std::io::Write;
+
+use anyhow::Context;
+use comfy_table::{ContentArrangement, Table, presets};
+use events::timestamp::format_millis;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use store::EventRecord;
+
+/// Where and how command output goes.
+pub(crate) struct Output {
+    pub(crate) json: bool,
+}
+
+impl Output {
+    /// Writes `value` as one line of compact JSON on stdout.
+    pub(crate) fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, value).context("cannot write to stdout")?;
+        writeln!(stdout).context("cannot write to stdout")?;
+        Ok(())
+    }
+
+    /// Writes human-readable text on stdout.
+    pub(crate) fn text(&self, text: impl std::fmt::Display) -> anyhow::Result<()> {
+        writeln!(std::io::stdout().lock(), "{text}").context("cannot write to stdout")
+    }
+}
+
+/// A table with a header row, sized to the terminal.
+pub(crate) fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    t
+}
+
+/// An event record as the API and `--json` show it (DESIGN.md section 8).
+#[derive(Serialize)]
+pub(crate) struct EventJson<'a> {
+    seq: i64,
+    event_id: String,
+    source: &'a str,
+    kind: &'a str,
+    keys: &'a events::Keys,
+    occurred_at: Option<String>,
+    received_at: String,
+    payload: Box<RawValue>,
+}
+
+impl<'a> EventJson<'a> {
+    pub(crate) fn new(r: &'a EventRecord) -> anyhow::Result<Self> {
+        Ok(EventJson {
+            seq: r.seq,
+            event_id: r.event_id.to_string(),
+            source: &r.source,
+            kind: &r.kind,
+            keys: &r.keys,
+            occurred_at: r.occurred_at.map(format_millis),
+            received_at: format_millis(r.received_at),
+            // Every stored payload was parsed as JSON before it was appended.
+            payload: RawValue::from_string(r.payload.clone())
+                .with_context(|| format!("event {} has a payload that is not JSON", r.seq))?,
+        })
+    }
+}
+
+/// The one stream key worth showing in a table row.
+pub(crate) fn main_key(keys: &events::Keys) -> &str {
+    keys.correlation_id
+        .as_deref()
+        .or(keys.resource.as_deref())
+        .or(keys.member_guid.as_deref())
+        .or(keys.user_guid.as_deref())
+        .unwrap_or("")
+}
