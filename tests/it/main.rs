@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests: the real program, a fresh database each, driven as an operator would.
+
+mod cli;
+mod import;
+mod quarantine;
+
+use tests::Journeyd;
+
+fn journeyd() -> Journeyd {
+    Journeyd::new(env!("CARGO_BIN_EXE_journeyd-under-test"))
+}

@@ -1,1 +1,326 @@
-fn main() {}
+//! Load generators behind `docs/BENCHMARKS.md`. Every figure is printed beside a baseline
+//! measured in the same run, on the same machine, against a database file in the same
+//! directory, so the ratios mean something on a noisy machine.
+//!
+//! ```text
+//! cargo run --release -p bench -- import --events 1000000
+//! cargo run --release -p bench -- appenders --seconds 5
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use events::{Event, Source, parse_delivery};
+use rusqlite::params;
+use store::{Body, Options, Store, Submission, Synchronous};
+
+#[derive(Parser)]
+#[command(about = "journeyd load generators")]
+struct Cli {
+    /// Where to put the temporary databases (default: the system temp directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// `journeyd import` of an NDJSON file of small Mobile Journeys events, against a plain
+    /// rusqlite batched insert of the same rows into the same schema.
+    Import {
+        /// Events to import.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Repetitions of each measurement; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Durable appends (synchronous=FULL) from 1, 16 and 256 concurrent appenders, one event
+    /// per append, against one transaction per event.
+    Appenders {
+        /// How long to run each configuration.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dir = match &cli.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    match cli.command {
+        Command::Import { events, runs } => import(dir.path(), events, runs.max(1)),
+        Command::Appenders { seconds } => appenders(dir.path(), Duration::from_secs(seconds)),
+    }
+}
+
+/// A deterministic stream of small Mobile Journeys events: ~20% journeys each get a link, a
+/// session, a stage or a payment (200-400 bytes each).
+fn mj_event_line(i: usize) -> String {
+    let journey = i / 5;
+    let t = 1_623_412_800 + i as u64;
+    let (h, m, s) = ((t / 3600) % 24, (t / 60) % 60, t % 60);
+    let when = format!("2021-06-11T{h:02}:{m:02}:{s:02}Z");
+    let head = format!(
+        r#"{{"productId":"mobilejourneys","eventVersion":"1","eventTime":"{when}","data":{{"occurredAt":"{when}","journeyId":"2","correlationId":"c-{journey:08}","customerReference":"AX-{journey}""#
+    );
+    match i % 5 {
+        0 => format!(
+            r#"{head},"url":"https://examplelink.com/x{journey}","parameters":{{"balance":"18.56"}}}},"eventId":"linkcreated"}}"#
+        ),
+        1 | 2 => format!(r#"{head},"sessionId":"s-{i}"}},"eventId":"sessioncreated"}}"#),
+        3 => format!(
+            r#"{head},"sessionId":"s-{i}","stageName":"details","sessionData":{{"balance":"13.00"}}}},"eventId":"stage"}}"#
+        ),
+        _ => format!(
+            r#"{head},"sessionId":"s-{i}","paymentDetail":{{"transactionId":"t-{i}","authorised":"true","amount":5.56,"currency":"GBP"}}}},"eventId":"paymentattempt"}}"#
+        ),
+    }
+}
+
+fn fresh_db(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    // Create the schema through the store, exactly as journeyd would.
+    Store::open(&path, Options::default())?.close();
+    Ok(path)
+}
+
+fn import(dir: &Path, n: usize, runs: usize) -> anyhow::Result<()> {
+    let file = dir.join("events.ndjson");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for i in 0..n {
+            writeln!(w, "{}", mj_event_line(i))?;
+        }
+        w.flush()?;
+    }
+    let bytes = std::fs::metadata(&file)?.len();
+    // The rows the baseline inserts: parsed once, outside its timing.
+    let text = std::fs::read_to_string(&file)?;
+    let rows: Vec<Event> = text
+        .lines()
+        .map(|l| parse_delivery(Source::MobileJourneys, l.as_bytes()).map(|mut e| e.remove(0)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("generator produced a bad line: {e}"))?;
+
+    let mut baseline = Duration::MAX;
+    let mut ours = Duration::MAX;
+    for run in 0..runs {
+        let db = fresh_db(dir, "baseline.db")?;
+        let t = Instant::now();
+        plain_insert(&db, &rows)?;
+        baseline = baseline.min(t.elapsed());
+
+        let db = fresh_db(dir, "journeyd.db")?;
+        let t = Instant::now();
+        let code = journeyd::run_with_args([
+            "journeyd",
+            "--db",
+            db.to_str().context("path")?,
+            "--json",
+            "import",
+            "--source",
+            "mobile-journeys",
+            file.to_str().context("path")?,
+        ]);
+        let took = t.elapsed();
+        anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "import failed");
+        let stored: i64 =
+            rusqlite::Connection::open(&db)?
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        anyhow::ensure!(stored as usize == n, "import stored {stored} of {n} events");
+        ours = ours.min(took);
+        eprintln!(
+            "run {}: baseline {:?}, journeyd import {:?}",
+            run + 1,
+            baseline,
+            took
+        );
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "import of {n} Mobile Journeys events ({:.0} bytes each on average), synchronous=FULL, best of {runs}",
+        bytes as f64 / n as f64
+    );
+    println!();
+    println!("| what | time | events/s | ratio to baseline |");
+    println!("|---|---|---|---|");
+    println!(
+        "| plain rusqlite batched insert of the same rows (baseline) | {:.2} s | {:.0} | 1.00 |",
+        baseline.as_secs_f64(),
+        rate(baseline)
+    );
+    println!(
+        "| `journeyd import` (read, parse, canonicalize, UUIDv5, dedupe, append) | {:.2} s | {:.0} | {:.2} |",
+        ours.as_secs_f64(),
+        rate(ours),
+        baseline.as_secs_f64() / ours.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What a hand-written loader would do: one prepared INSERT, 2048 rows per transaction, same
+/// schema and pragmas, rows already parsed. No dedupe bookkeeping, no deliveries, no counts.
+fn plain_insert(db: &Path, rows: &[Event]) -> anyhow::Result<()> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    for chunk in rows.chunks(2048) {
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (event_id, source, kind, correlation_id, member_guid, user_guid, resource_key,
+                                     clock, occurred_at, received_at, delivery_id, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for e in chunk {
+                stmt.execute(params![
+                    &e.id.as_bytes()[..],
+                    e.source.as_str(),
+                    e.kind.as_str(),
+                    e.keys.correlation_id,
+                    e.keys.member_guid,
+                    e.keys.user_guid,
+                    e.keys.resource,
+                    e.clock.column(),
+                    e.occurred_at,
+                    0i64,
+                    1i64,
+                    e.payload,
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn appenders(dir: &Path, duration: Duration) -> anyhow::Result<()> {
+    println!(
+        "durable appends, synchronous=FULL, one single-event submission per append, {}s per row",
+        duration.as_secs()
+    );
+    println!();
+    println!(
+        "| appenders | events/s | commits/s | events per commit | ratio to one transaction per event |"
+    );
+    println!("|---|---|---|---|---|");
+    let per_event = one_transaction_per_event(dir, duration)?;
+    println!(
+        "| 1 (baseline: plain rusqlite, one transaction per event) | {per_event:.0} | {per_event:.0} | 1.0 | 1.00 |"
+    );
+    for threads in [1usize, 16, 256] {
+        let db = fresh_db(dir, &format!("appenders-{threads}.db"))?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let hook_commits = Arc::clone(&commits);
+        let store = Store::open(
+            &db,
+            Options {
+                synchronous: Synchronous::Full,
+                on_commit: Some(Arc::new(move |_| {
+                    hook_commits.fetch_add(1, Ordering::Relaxed);
+                })),
+                ..Options::default()
+            },
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let appended = Arc::new(AtomicU64::new(0));
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let w = store.writer();
+                let (stop, appended, errors) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&appended),
+                    Arc::clone(&errors),
+                );
+                s.spawn(move || {
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let line = mj_event_line(i);
+                        i += threads;
+                        let body = match parse_delivery(Source::MobileJourneys, line.as_bytes()) {
+                            Ok(events) => Body::Events(events),
+                            Err(e) => {
+                                errors.lock().map(|mut v| v.push(e.to_string())).ok();
+                                return;
+                            }
+                        };
+                        let sub = Submission {
+                            source: Source::MobileJourneys,
+                            received_at: 0,
+                            request_id: None,
+                            size: line.len(),
+                            body,
+                        };
+                        match w.append(vec![sub]) {
+                            Ok(_) => {
+                                appended.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                errors.lock().map(|mut v| v.push(e.to_string())).ok();
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(duration);
+            stop.store(true, Ordering::Relaxed);
+        });
+        let secs = started.elapsed().as_secs_f64();
+        store.close();
+        if let Some(e) = errors.lock().ok().and_then(|v| v.first().cloned()) {
+            anyhow::bail!("an appender failed: {e}");
+        }
+        let (n, c) = (
+            appended.load(Ordering::Relaxed) as f64,
+            commits.load(Ordering::Relaxed) as f64,
+        );
+        println!(
+            "| {threads} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            n / secs,
+            c / secs,
+            n / c.max(1.0),
+            (n / secs) / per_event
+        );
+    }
+    Ok(())
+}
+
+/// One fsync'd transaction per event: what an append path without group commit costs.
+fn one_transaction_per_event(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
+    let db = fresh_db(dir, "per-event.db")?;
+    let mut conn = rusqlite::Connection::open(&db)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed() < duration {
+        let line = mj_event_line(n);
+        let e = parse_delivery(Source::MobileJourneys, line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .remove(0);
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO events (event_id, source, kind, correlation_id, received_at, delivery_id, payload) VALUES (?1, ?2, ?3, ?4, 0, 1, ?5)",
+            params![&e.id.as_bytes()[..], e.source.as_str(), e.kind.as_str(), e.keys.correlation_id, e.payload],
+        )?;
+        tx.commit()?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}

@@ -593,7 +593,7 @@ mod tests {
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse(&ok).is_ok());
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
-        let err = parse(&deep).unwrap_err();
+        let err = parse(&deep).expect_err("too deep");
         assert!(err.message.contains("nesting deeper than 128"), "{err}");
         // Far deeper than the stack could take if it recursed without a limit.
         assert!(parse(&"[".repeat(1_000_000)).is_err());

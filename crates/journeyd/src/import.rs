@@ -174,7 +174,7 @@ fn progress_bar(files: &[PathBuf]) -> ProgressBar {
             }
         })
         .sum();
-    let bar = match total {
+    match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
             .with_style(
                 ProgressStyle::with_template(
@@ -186,8 +186,7 @@ fn progress_bar(files: &[PathBuf]) -> ProgressBar {
             ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
-    };
-    bar
+    }
 }
 
 fn import_file(

@@ -1,0 +1,81 @@
+//! `journeyd`: the command-line program. Parses the command line, sets up logging, and glues
+//! the `events` and `store` crates together. Errors leave as one line on stderr with exit status
+//! 1; bad usage exits 2 (clap's convention).
+//!
+//! The program is a library with one entry point, [`main`], so that the end-to-end tests (the
+//! workspace's `tests` package) can build an executable from exactly this code: cargo gives an
+//! integration test only the binaries of its own package.
+
+mod cli;
+mod import;
+mod output;
+mod query;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs journeyd with the process's arguments and environment.
+pub fn main() -> ExitCode {
+    run_with_args(std::env::args_os())
+}
+
+/// Runs journeyd with these arguments (the first is the program name) and the process's
+/// environment, as the executable would. Used by the load generator to measure the real path.
+pub fn run_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Prints help or the usage error; exits 0 for --help/--version, 2 otherwise.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    init_tracing(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        cli::Command::Import(args) => import::run(&cli.db, cli.synchronous, &args, &out),
+        cli::Command::Events(args) => query::events(&cli.db, &args, &out),
+        cli::Command::Stats => query::stats(&cli.db, &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::List,
+        } => query::quarantine_list(&cli.db, &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::Replay,
+        } => import::replay(&cli.db, cli.synchronous, &out),
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        // Already installed: this process ran a command before (the load generator does).
+        .ok();
+}
+
+/// Milliseconds since the Unix epoch, now. The one place the binary reads the clock for events.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,135 @@
+use serde_json::json;
+use tests::{arg, examples};
+
+use crate::journeyd;
+
+#[test]
+fn bad_usage_exits_2_and_failures_exit_1_with_one_line() {
+    let j = journeyd();
+    assert_eq!(j.run(&["import"]).code, Some(2), "missing FILE");
+    assert_eq!(
+        j.run(&["import", "--source", "sms", "x.json"]).code,
+        Some(2)
+    );
+    assert_eq!(j.run(&["no-such-command"]).code, Some(2));
+
+    let missing = j.run(&["import", "does-not-exist.json"]);
+    assert_eq!(missing.code, Some(1));
+    assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .starts_with("error: cannot read does-not-exist.json"),
+        "{}",
+        missing.stderr
+    );
+
+    let fresh = journeyd();
+    let no_db = fresh.run(&["stats"]);
+    assert_eq!(no_db.code, Some(1));
+    assert!(
+        no_db.stderr.contains("no journeyd database at"),
+        "{}",
+        no_db.stderr
+    );
+    assert!(
+        !fresh.db().exists(),
+        "a read-only command must not create the database"
+    );
+}
+
+#[test]
+fn events_pages_through_the_log_with_after_and_limit() {
+    let j = journeyd();
+    j.json(&["import", arg(&examples().join("mobile-journeys.json"))]);
+    let first = j.json(&["events", "--limit", "4"]);
+    assert_eq!(first["events"].as_array().expect("events").len(), 4);
+    assert_eq!(first["next_after"], 4);
+    let rest = j.json(&["events", "--after", "4", "--limit", "4"]);
+    let seqs: Vec<i64> = rest["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [5, 6]);
+    assert_eq!(rest["next_after"], json!(null));
+
+    let record = &first["events"][0];
+    let fields: Vec<&str> = record
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "event_id",
+            "keys",
+            "kind",
+            "occurred_at",
+            "payload",
+            "received_at",
+            "seq",
+            "source"
+        ]
+    );
+    assert_eq!(
+        record["keys"],
+        json!({"correlation_id": "91daa348-0eb0-4062-b4b6-61fd467562b0"})
+    );
+    assert_eq!(record["occurred_at"], "2021-06-11T11:57:35Z");
+    assert_eq!(record["payload"]["data"]["parameters"]["balance"], "18.56");
+
+    let human = j.run(&["events", "--limit", "2"]).success().stdout;
+    assert!(
+        human.contains("linkcreated") && human.contains("(more: journeyd events --after 2)"),
+        "{human}"
+    );
+}
+
+#[test]
+fn stats_counts_by_source_and_kind() {
+    let j = journeyd();
+    j.json(&[
+        "import",
+        arg(&examples().join("mx.ndjson")),
+        arg(&examples().join("mobile-journeys.json")),
+    ]);
+    let stats = j.json(&["stats"]);
+    assert_eq!(
+        stats,
+        json!({
+            "events": 15, "unknown": 1, "quarantined": 0, "log_head": 15, "deliveries": 9,
+            "by_source": {"mobile-journeys": 6, "mx": 9},
+            "by_kind": {"analytics": 2, "connection_status": 1, "documentgenerated": 1, "job": 1,
+                        "linkcreated": 1, "member_data": 2, "paymentattempt": 1, "resource": 2,
+                        "sessioncreated": 2, "stage": 1, "unknown": 1}
+        })
+    );
+}
+
+#[test]
+fn the_database_flag_also_comes_from_the_environment() {
+    let j = journeyd();
+    // `--db` given on the command line wins; check the env var through a second path.
+    let other = j.dir().join("other.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_journeyd-under-test"))
+        .env("JOURNEYD_DB", &other)
+        .env("JOURNEYD_SYNCHRONOUS", "normal")
+        .args([
+            "--json",
+            "import",
+            arg(&examples().join("mobile-journeys.json")),
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(other.exists());
+    assert!(!j.db().exists());
+}
