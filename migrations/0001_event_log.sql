@@ -31,7 +31,11 @@ CREATE TABLE events (
     payload        TEXT    NOT NULL             -- the event's exact bytes as received (UTF-8 JSON)
 ) STRICT;
 
-CREATE UNIQUE INDEX events_event_id ON events (event_id);
+-- Identity: each event_id once. `clock` is a pure function of the content the id is computed
+-- over, so this index is unique exactly when event_id is; leading with the clock puts
+-- time-ordered arrivals at the right edge of the index instead of on a random page, which is
+-- most of the cost of an append (docs/decisions/0005-identity-index.md).
+CREATE UNIQUE INDEX events_identity ON events (coalesce(clock, -1), event_id);
 CREATE INDEX events_correlation_id ON events (correlation_id) WHERE correlation_id IS NOT NULL;
 CREATE INDEX events_member_guid ON events (member_guid) WHERE member_guid IS NOT NULL;
 CREATE INDEX events_user_guid ON events (user_guid) WHERE user_guid IS NOT NULL;

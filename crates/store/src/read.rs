@@ -182,14 +182,14 @@ impl Reader {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The `seq` of an event id, if it is in the log.
-    pub fn seq_of(&self, id: &EventId) -> Result<Option<i64>> {
+    /// The `seq` of an event, if it is in the log (found by its identity: clock and id).
+    pub fn seq_of(&self, event: &events::Event) -> Result<Option<i64>> {
         use rusqlite::OptionalExtension;
         Ok(self
             .conn
             .query_row(
-                "SELECT seq FROM events WHERE event_id = ?1",
-                [&id.as_bytes()[..]],
+                "SELECT seq FROM events WHERE coalesce(clock, -1) = coalesce(?1, -1) AND event_id = ?2",
+                rusqlite::params![event.clock.column(), &event.id.as_bytes()[..]],
                 |r| r.get(0),
             )
             .optional()?)

@@ -456,7 +456,7 @@ fn append_events(
         "INSERT INTO events (event_id, source, kind, correlation_id, member_guid, user_guid, resource_key,
                              clock, occurred_at, received_at, delivery_id, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT DO NOTHING", // the only uniqueness that can conflict: events_identity
     )?;
     receipt.events.reserve(events.len());
     for e in events {

@@ -78,7 +78,7 @@ fn an_append_is_answered_only_after_its_commit_is_visible_to_other_connections()
     let (tx, rx) = mpsc::channel();
     let path = db.path.clone();
     let e = event("J", 1);
-    let id = e.id;
+    let probe = e.clone();
     store
         .writer()
         .try_submit(vec![submission(vec![e])], move |r| {
@@ -86,7 +86,7 @@ fn an_append_is_answered_only_after_its_commit_is_visible_to_other_connections()
             // already see the event.
             let seen = Reader::open(&path)
                 .expect("reader")
-                .seq_of(&id)
+                .seq_of(&probe)
                 .expect("query");
             tx.send((r.expect("appended")[0].events.clone(), seen))
                 .expect("send");
