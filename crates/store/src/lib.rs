@@ -12,6 +12,7 @@
 //! (triggers in the schema make that fail).
 
 mod read;
+mod snapshots;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ use rusqlite_migration::{M, Migrations};
 
 pub use events::timestamp::Millis;
 pub use read::{EventRecord, LogStats, QuarantineEntry, QuarantinedBody, Reader, StreamKey};
+pub use snapshots::{
+    Checkpoint, Columns, Expect, JourneyFilter, ProjectBatch, Projection, ProjectionCounts,
+    Snapshot, SnapshotRow,
+};
 pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, WriterHandle};
 
 /// The schema, one entry per file in `migrations/`, in order. Append only.
@@ -63,6 +68,13 @@ pub enum Error {
     /// The writer's queue is full: back off and retry (HTTP callers answer 503).
     #[error("the writer queue is full")]
     QueueFull,
+    /// A rebuild replaced the projection's snapshots since the caller read its generation:
+    /// nothing was written; reload the checkpoint, drop cached state and try again.
+    #[error("the {} projection was rebuilt meanwhile", projection.name())]
+    Stale {
+        /// Which projection.
+        projection: Projection,
+    },
     /// The writer thread has stopped; nothing more can be appended through this store.
     #[error("the writer has stopped")]
     WriterStopped,

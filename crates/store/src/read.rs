@@ -7,6 +7,7 @@ use events::{EventId, Keys};
 use rusqlite::{Connection, Row};
 use serde::Serialize;
 
+use crate::snapshots::{self, Checkpoint, JourneyFilter, Projection, ProjectionCounts, Snapshot};
 use crate::{Millis, Result};
 
 /// A read-only connection. WAL lets any number of these read beside the writer.
@@ -50,6 +51,27 @@ pub enum StreamKey<'a> {
     User(&'a str),
     /// An MX resource, `"{type}/{guid}"`.
     Resource(&'a str),
+}
+
+impl<'a> StreamKey<'a> {
+    /// The stream of `projection` with this key.
+    pub fn of(projection: Projection, key: &'a str) -> StreamKey<'a> {
+        match projection {
+            Projection::Journeys => StreamKey::Journey(key),
+            Projection::Members => StreamKey::Member(key),
+            Projection::Users => StreamKey::User(key),
+            Projection::Resources => StreamKey::Resource(key),
+        }
+    }
+
+    fn column_and_value(self) -> (&'static str, &'a str) {
+        match self {
+            StreamKey::Journey(v) => ("correlation_id", v),
+            StreamKey::Member(v) => ("member_guid", v),
+            StreamKey::User(v) => ("user_guid", v),
+            StreamKey::Resource(v) => ("resource_key", v),
+        }
+    }
 }
 
 /// Counts over the log and quarantine.
@@ -165,12 +187,7 @@ impl Reader {
         after: i64,
         limit: usize,
     ) -> Result<Vec<EventRecord>> {
-        let (column, value) = match key {
-            StreamKey::Journey(v) => ("correlation_id", v),
-            StreamKey::Member(v) => ("member_guid", v),
-            StreamKey::User(v) => ("user_guid", v),
-            StreamKey::Resource(v) => ("resource_key", v),
-        };
+        let (column, value) = key.column_and_value();
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
         );
@@ -180,6 +197,63 @@ impl Reader {
             event_record,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The events of one stream with `seq` up to `until`, in `seq` order (a projector's refold).
+    pub fn events_of_key_until(&self, key: StreamKey<'_>, until: i64) -> Result<Vec<EventRecord>> {
+        let (column, value) = key.column_and_value();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ?1 AND seq <= ?2 ORDER BY seq"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params![value, until], event_record)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Calls `f` with every event that has `projection`'s key and `seq` up to `until`, grouped
+    /// by key (keys ascending, each key's events in `seq` order). Streams: memory does not grow
+    /// with the log. `f` returning an error stops the scan.
+    pub fn scan_by_key<E: From<crate::Error>>(
+        &self,
+        projection: Projection,
+        until: i64,
+        mut f: impl FnMut(EventRecord) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let column = projection.event_key_column();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE {column} IS NOT NULL AND seq <= ?1 ORDER BY {column}, seq"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(crate::Error::from)?;
+        let mut rows = stmt.query([until]).map_err(crate::Error::from)?;
+        while let Some(row) = rows.next().map_err(crate::Error::from)? {
+            f(event_record(row).map_err(crate::Error::from)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every projection's checkpoint.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        snapshots::read_checkpoints(&self.conn)
+    }
+
+    /// One snapshot, if the key is known.
+    pub fn snapshot(&self, projection: Projection, key: &str) -> Result<Option<Snapshot>> {
+        snapshots::read_snapshot(&self.conn, projection, key)
+    }
+
+    /// Every snapshot of a projection, by key (for comparisons and exports).
+    pub fn snapshots(&self, projection: Projection) -> Result<Vec<Snapshot>> {
+        snapshots::read_all(&self.conn, projection)
+    }
+
+    /// Journeys matching a filter, by `correlation_id`, after the cursor.
+    pub fn journeys(&self, filter: &JourneyFilter) -> Result<Vec<Snapshot>> {
+        snapshots::read_journeys(&self.conn, filter)
+    }
+
+    /// Snapshot counts for `stats`.
+    pub fn projection_counts(&self) -> Result<ProjectionCounts> {
+        snapshots::read_counts(&self.conn)
     }
 
     /// The `seq` of an event, if it is in the log (found by its identity: clock and id).

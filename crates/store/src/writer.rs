@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use events::{Event, Kind, Source};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
+use crate::snapshots::{self, ProjectBatch, Projection, SnapshotRow};
 use crate::{CommitHook, Error, Millis, Options, Result};
 
 /// One request body, ready to store: its events, or the whole body for quarantine.
@@ -113,10 +114,36 @@ pub struct CommitInfo {
     pub duration: Duration,
 }
 
-type Reply = Box<dyn FnOnce(Result<Vec<Receipt>>) + Send>;
+/// What a job asks the writer to do.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// Append request bodies (events or quarantine) and record the deliveries.
+    Append(Vec<Submission>),
+    /// Upsert snapshots and move checkpoints (the incremental projector).
+    Project(ProjectBatch),
+    /// Start a rebuild: an empty `{projection}_next` table.
+    RebuildBegin(Projection),
+    /// Rows for the table a rebuild is filling.
+    RebuildRows(Projection, Vec<SnapshotRow>),
+    /// Swap the rebuilt table in and move the checkpoint.
+    RebuildSwap {
+        projection: Projection,
+        seq: i64,
+        version: i64,
+        fingerprint: String,
+    },
+}
+
+/// What the writer answers, after the commit.
+pub(crate) enum Answer {
+    Receipts(Vec<Receipt>),
+    Done,
+}
+
+type Reply = Box<dyn FnOnce(Result<Answer>) + Send>;
 
 struct Job {
-    submissions: Vec<Submission>,
+    work: Work,
     reply: Reply,
 }
 
@@ -127,15 +154,21 @@ enum Msg {
 }
 
 impl Job {
+    /// The job's weight against the group's size limit.
     fn event_count(&self) -> usize {
-        self.submissions
-            .iter()
-            .map(|s| match &s.body {
-                Body::Events(e) | Body::Replay { events: e, .. } => e.len(),
-                Body::Quarantine(_) => 1,
-            })
-            .sum::<usize>()
-            .max(1)
+        match &self.work {
+            Work::Append(submissions) => submissions
+                .iter()
+                .map(|s| match &s.body {
+                    Body::Events(e) | Body::Replay { events: e, .. } => e.len(),
+                    Body::Quarantine(_) => 1,
+                })
+                .sum::<usize>()
+                .max(1),
+            Work::Project(b) => b.rows.len().max(1),
+            Work::RebuildRows(_, rows) => rows.len().max(1),
+            Work::RebuildBegin(_) | Work::RebuildSwap { .. } => 1,
+        }
     }
 }
 
@@ -146,18 +179,25 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Appends `submissions` in one transaction and waits for the commit. Blocks while the queue
-    /// is full. The receipts are in the submissions' order.
-    pub fn append(&self, submissions: Vec<Submission>) -> Result<Vec<Receipt>> {
+    fn call(&self, work: Work) -> Result<Answer> {
         let (tx, rx) = mpsc::sync_channel(1);
         let reply: Reply = Box::new(move |r| {
             // The caller may have gone away; then nobody needs the answer.
             let _ = tx.send(r);
         });
         self.tx
-            .send(Msg::Job(Job { submissions, reply }))
+            .send(Msg::Job(Job { work, reply }))
             .map_err(|_| Error::WriterStopped)?;
         rx.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Appends `submissions` in one transaction and waits for the commit. Blocks while the queue
+    /// is full. The receipts are in the submissions' order.
+    pub fn append(&self, submissions: Vec<Submission>) -> Result<Vec<Receipt>> {
+        match self.call(Work::Append(submissions))? {
+            Answer::Receipts(r) => Ok(r),
+            Answer::Done => Ok(Vec::new()),
+        }
     }
 
     /// Queues `submissions` without waiting; `reply` is called on the writer thread after the
@@ -169,8 +209,8 @@ impl WriterHandle {
         reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static,
     ) -> Result<()> {
         match self.tx.try_send(Msg::Job(Job {
-            submissions,
-            reply: Box::new(reply),
+            work: Work::Append(submissions),
+            reply: receipts_reply(reply),
         })) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Error::QueueFull),
@@ -186,11 +226,71 @@ impl WriterHandle {
     ) -> Result<()> {
         self.tx
             .send(Msg::Job(Job {
-                submissions,
-                reply: Box::new(reply),
+                work: Work::Append(submissions),
+                reply: receipts_reply(reply),
             }))
             .map_err(|_| Error::WriterStopped)
     }
+
+    /// Writes a batch of snapshots and checkpoints atomically. Fails with [`Error::Stale`] if a
+    /// rebuild swapped a projection since the caller read its generation; nothing is written.
+    pub fn project(&self, batch: ProjectBatch) -> Result<()> {
+        self.call(Work::Project(batch)).map(drop)
+    }
+
+    /// Starts rebuilding `projection` into an empty `{name}_next` table.
+    pub fn rebuild_begin(&self, projection: Projection) -> Result<()> {
+        self.call(Work::RebuildBegin(projection)).map(drop)
+    }
+
+    /// Adds rows to the table a rebuild is filling.
+    pub fn rebuild_rows(&self, projection: Projection, rows: Vec<SnapshotRow>) -> Result<()> {
+        self.call(Work::RebuildRows(projection, rows)).map(drop)
+    }
+
+    /// As [`WriterHandle::rebuild_rows`] without waiting for the commit: `reply` is called on
+    /// the writer thread afterwards. Blocks only while the queue is full.
+    pub fn rebuild_rows_then(
+        &self,
+        projection: Projection,
+        rows: Vec<SnapshotRow>,
+        reply: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        let reply: Reply = Box::new(move |r| reply(r.map(drop)));
+        self.tx
+            .send(Msg::Job(Job {
+                work: Work::RebuildRows(projection, rows),
+                reply,
+            }))
+            .map_err(|_| Error::WriterStopped)
+    }
+
+    /// Swaps the rebuilt table in, with its indexes, and sets the checkpoint to `seq` with the
+    /// given version and fingerprint, in one transaction. Readers see the old table until then.
+    pub fn rebuild_swap(
+        &self,
+        projection: Projection,
+        seq: i64,
+        version: i64,
+        fingerprint: &str,
+    ) -> Result<()> {
+        self.call(Work::RebuildSwap {
+            projection,
+            seq,
+            version,
+            fingerprint: fingerprint.to_owned(),
+        })
+        .map(drop)
+    }
+}
+
+fn receipts_reply(reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static) -> Reply {
+    Box::new(move |r| {
+        reply(r.map(|a| match a {
+            Answer::Receipts(r) => r,
+            Answer::Done => Vec::new(),
+        }))
+    })
 }
 
 pub(crate) struct Writer {
@@ -271,11 +371,11 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, max_group_events: usize, hook: O
 
 fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook>) {
     let started = Instant::now();
-    match write_jobs(conn, group.iter().map(|j| j.submissions.as_slice())) {
+    match write_jobs(conn, group.iter().map(|j| &j.work)) {
         Ok((answers, stats)) => {
             report(conn, hook, &stats, group.len(), started);
-            for (job, receipts) in group.into_iter().zip(answers) {
-                (job.reply)(Ok(receipts));
+            for (job, answer) in group.into_iter().zip(answers) {
+                (job.reply)(Ok(answer));
             }
         }
         Err(e) if group.len() == 1 => fail(group, e),
@@ -283,10 +383,10 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook
             tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying each job alone");
             for job in group {
                 let started = Instant::now();
-                match write_jobs(conn, std::iter::once(job.submissions.as_slice())) {
+                match write_jobs(conn, std::iter::once(&job.work)) {
                     Ok((mut answers, stats)) => {
                         report(conn, hook, &stats, 1, started);
-                        (job.reply)(Ok(answers.pop().unwrap_or_default()));
+                        (job.reply)(Ok(answers.pop().unwrap_or(Answer::Done)));
                     }
                     Err(e) => fail(vec![job], e),
                 }
@@ -296,16 +396,25 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook
 }
 
 fn fail(jobs: Vec<Job>, e: Error) {
-    tracing::error!(error = %e, "append failed; nothing of it was stored");
+    if matches!(e, Error::Stale { .. }) {
+        tracing::debug!(error = %e, "projection batch refused");
+    } else {
+        tracing::error!(error = %e, "write failed; nothing of it was stored");
+    }
     let message = e.to_string();
+    let stale = match &e {
+        Error::Stale { projection } => Some(*projection),
+        _ => None,
+    };
     let mut first = Some(e);
     for job in jobs {
         // rusqlite errors are not Clone: the first job gets the error itself, any others its text.
-        let err = first.take().unwrap_or_else(|| {
-            Error::Sqlite(rusqlite::Error::SqliteFailure(
+        let err = first.take().unwrap_or_else(|| match stale {
+            Some(projection) => Error::Stale { projection },
+            None => Error::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
                 Some(message.clone()),
-            ))
+            )),
         });
         (job.reply)(Err(err));
     }
@@ -345,30 +454,60 @@ struct GroupStats {
 /// Writes the jobs in one immediate transaction; on any error, nothing is kept.
 fn write_jobs<'a>(
     conn: &mut Connection,
-    jobs: impl Iterator<Item = &'a [Submission]>,
-) -> Result<(Vec<Vec<Receipt>>, GroupStats)> {
+    jobs: impl Iterator<Item = &'a Work>,
+) -> Result<(Vec<Answer>, GroupStats)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut stats = GroupStats::default();
     let mut counts: HashMap<(Source, Kind), i64> = HashMap::new();
-    let mut next_delivery: i64 =
-        tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM deliveries", [], |r| {
-            r.get(0)
-        })?;
+    let mut next_delivery: Option<i64> = None;
     let mut answers = Vec::new();
-    for submissions in jobs {
-        let mut receipts = Vec::with_capacity(submissions.len());
-        for s in submissions {
-            let delivery_id = next_delivery;
-            next_delivery += 1;
-            receipts.push(write_submission(
-                &tx,
-                s,
-                delivery_id,
-                &mut counts,
-                &mut stats,
-            )?);
-        }
-        answers.push(receipts);
+    for work in jobs {
+        let answer = match work {
+            Work::Append(submissions) => {
+                let next = match next_delivery {
+                    Some(n) => n,
+                    None => {
+                        tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM deliveries", [], |r| {
+                            r.get(0)
+                        })?
+                    }
+                };
+                let mut receipts = Vec::with_capacity(submissions.len());
+                for (i, s) in submissions.iter().enumerate() {
+                    receipts.push(write_submission(
+                        &tx,
+                        s,
+                        next + i as i64,
+                        &mut counts,
+                        &mut stats,
+                    )?);
+                }
+                next_delivery = Some(next + submissions.len() as i64);
+                Answer::Receipts(receipts)
+            }
+            Work::Project(batch) => {
+                snapshots::write_batch(&tx, batch)?;
+                Answer::Done
+            }
+            Work::RebuildBegin(projection) => {
+                snapshots::rebuild_begin(&tx, *projection)?;
+                Answer::Done
+            }
+            Work::RebuildRows(projection, rows) => {
+                snapshots::rebuild_rows(&tx, *projection, rows)?;
+                Answer::Done
+            }
+            Work::RebuildSwap {
+                projection,
+                seq,
+                version,
+                fingerprint,
+            } => {
+                snapshots::rebuild_swap(&tx, *projection, *seq, *version, fingerprint)?;
+                Answer::Done
+            }
+        };
+        answers.push(answer);
     }
     if !counts.is_empty() {
         let mut upsert = tx.prepare_cached(

@@ -1,0 +1,423 @@
+//! The runner: keeps the snapshot tables current with the log (DESIGN.md section 7).
+//!
+//! `catch_up` reads the log from the lowest checkpoint in batches. For each batch and projection
+//! it takes the fold of every key the batch touches, from the cache or by refolding the key's
+//! events up to the checkpoint from the log, applies the batch, renders the rows, and hands rows
+//! and new checkpoints to the writer as one job: one transaction. The batch carries the
+//! checkpoint it was computed against; if a rebuild or another process moved it meanwhile, the
+//! writer refuses the whole batch and the runner starts again from what is stored.
+//!
+//! `rebuild` refolds a projection from the start of the log into a new table, one key at a time
+//! (the log is read in key order through the stream-key index, so memory holds one key's fold),
+//! and swaps it in atomically with its checkpoint.
+
+use std::sync::mpsc;
+
+use events::Kind;
+use events::json::{self, Value};
+use lru::LruCache;
+use store::{EventRecord, Expect, ProjectBatch, Projection, Reader, StreamKey, WriterHandle};
+
+use crate::fold::{Fold, Input};
+use crate::model::{Config, Journeys, Members, Model, Resources, Users};
+
+/// Rows per rebuild job.
+const REBUILD_CHUNK: usize = 4096;
+/// Rebuild jobs queued for the writer at once.
+const REBUILD_IN_FLIGHT: usize = 4;
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Log events read.
+    pub events: u64,
+    /// Snapshot rows written.
+    pub rows: u64,
+    /// The lowest checkpoint afterwards.
+    pub checkpoint: i64,
+    /// Projections rebuilt first because their version or configuration changed.
+    pub rebuilt: usize,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Which projection.
+    pub projection: Projection,
+    /// The log head it folded up to (its new checkpoint).
+    pub head: i64,
+    /// Events of the projection's keys scanned.
+    pub events: u64,
+    /// Snapshots written.
+    pub keys: u64,
+}
+
+/// Keeps the four projections current.
+pub struct Runner {
+    writer: WriterHandle,
+    reader: Reader,
+    config: Config,
+    journeys: Part<Journeys>,
+    members: Part<Members>,
+    users: Part<Users>,
+    resources: Part<Resources>,
+}
+
+struct Part<M: Model> {
+    seq: i64,
+    generation: i64,
+    cache: LruCache<String, Fold<M::State>>,
+}
+
+impl<M: Model> Part<M> {
+    fn new(config: &Config) -> Self {
+        let cap = std::num::NonZeroUsize::new(config.cache_keys.max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        Part {
+            seq: -1,
+            generation: -1,
+            cache: LruCache::new(cap),
+        }
+    }
+
+    /// Adopts the stored checkpoint; cached folds are only good for the checkpoint they were
+    /// built at, so any move made elsewhere empties the cache. Answers whether the stored
+    /// snapshots were built by other code or configuration.
+    fn sync(&mut self, stored: &store::Checkpoint, config: &Config) -> bool {
+        if (stored.seq, stored.generation) != (self.seq, self.generation) {
+            self.cache.clear();
+            self.seq = stored.seq;
+            self.generation = stored.generation;
+        }
+        stored.version != M::VERSION || stored.fingerprint != M::fingerprint(config)
+    }
+
+    /// Folds the batch's events past this projection's checkpoint; adds rows, the expectation
+    /// and the new checkpoint to `batch`; returns the updated folds for the cache.
+    fn fold(
+        &mut self,
+        inputs: &[Input<'_>],
+        end: i64,
+        reader: &Reader,
+        config: &Config,
+        batch: &mut ProjectBatch,
+    ) -> store::Result<Vec<(String, Fold<M::State>)>> {
+        let mut dirty: Vec<(String, Fold<M::State>)> = Vec::new();
+        if self.seq >= end {
+            return Ok(dirty);
+        }
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for e in inputs
+            .iter()
+            .filter(|e| e.seq > self.seq && M::accepts(e.kind))
+        {
+            let Some(key) = M::key(e.keys) else { continue };
+            let slot = match index.get(key) {
+                Some(&i) => i,
+                None => {
+                    let fold = match self.cache.pop(key) {
+                        Some(fold) => fold,
+                        None => refold::<M>(reader, key, self.seq)?,
+                    };
+                    dirty.push((key.to_owned(), fold));
+                    index.insert(key.to_owned(), dirty.len() - 1);
+                    dirty.len() - 1
+                }
+            };
+            dirty[slot].1.apply(e);
+        }
+        for (key, fold) in &dirty {
+            if let Some(row) = M::row(key, fold, config) {
+                batch.rows.push((M::PROJECTION, row));
+            }
+        }
+        batch.expect.push(Expect {
+            projection: M::PROJECTION,
+            generation: self.generation,
+            seq: self.seq,
+        });
+        batch.checkpoints.push((M::PROJECTION, end));
+        Ok(dirty)
+    }
+
+    fn commit(&mut self, dirty: Vec<(String, Fold<M::State>)>, end: i64) {
+        if self.seq >= end {
+            return;
+        }
+        for (key, fold) in dirty {
+            self.cache.put(key, fold);
+        }
+        self.seq = end;
+    }
+}
+
+/// A key's fold from the log: its events up to `until`.
+fn refold<M: Model>(reader: &Reader, key: &str, until: i64) -> store::Result<Fold<M::State>> {
+    let mut fold = Fold::default();
+    if until <= 0 {
+        return Ok(fold);
+    }
+    for record in reader.events_of_key_until(StreamKey::of(M::PROJECTION, key), until)? {
+        with_input(&record, |e| {
+            if M::accepts(e.kind) {
+                fold.apply(e);
+            }
+        });
+    }
+    Ok(fold)
+}
+
+/// Parses a log row and calls `f` with it as a fold input. Rows of a kind this build does not
+/// know, or (impossible for rows journeyd wrote) a payload that is not JSON, are skipped.
+fn with_input(r: &EventRecord, f: impl FnOnce(&Input<'_>)) {
+    let Ok(kind) = r.kind.parse::<Kind>() else {
+        return;
+    };
+    match json::parse(&r.payload) {
+        Ok(payload) => f(&input(r, kind, &payload)),
+        Err(e) => {
+            tracing::warn!(seq = r.seq, error = %e, "stored payload is not JSON; not projected")
+        }
+    }
+}
+
+fn input<'a>(r: &'a EventRecord, kind: Kind, payload: &'a Value<'a>) -> Input<'a> {
+    Input {
+        seq: r.seq,
+        id: r.event_id,
+        kind,
+        clock: r.clock,
+        occurred_at: r.occurred_at,
+        received_at: r.received_at,
+        keys: &r.keys,
+        payload,
+    }
+}
+
+impl Runner {
+    /// A runner writing through `writer` and reading the log through `reader` (both of one
+    /// database). Nothing is read until the first call.
+    pub fn new(writer: WriterHandle, reader: Reader, config: Config) -> Runner {
+        Runner {
+            journeys: Part::new(&config),
+            members: Part::new(&config),
+            users: Part::new(&config),
+            resources: Part::new(&config),
+            writer,
+            reader,
+            config,
+        }
+    }
+
+    /// Reads the stored checkpoints; returns the projections whose snapshots were built by
+    /// another version of the code or another configuration.
+    fn sync(&mut self) -> store::Result<Vec<Projection>> {
+        let mut stale = Vec::new();
+        for c in self.reader.checkpoints()? {
+            let outdated = match c.projection {
+                Projection::Journeys => self.journeys.sync(&c, &self.config),
+                Projection::Members => self.members.sync(&c, &self.config),
+                Projection::Users => self.users.sync(&c, &self.config),
+                Projection::Resources => self.resources.sync(&c, &self.config),
+            };
+            if outdated {
+                stale.push(c.projection);
+            }
+        }
+        Ok(stale)
+    }
+
+    fn lowest_checkpoint(&self) -> i64 {
+        self.journeys
+            .seq
+            .min(self.members.seq)
+            .min(self.users.seq)
+            .min(self.resources.seq)
+    }
+
+    /// Folds every event past the checkpoints into the snapshots, rebuilding first any
+    /// projection whose stored version or configuration is not this build's. Returns when the
+    /// snapshots are current with the log as it was read.
+    pub fn catch_up(&mut self) -> store::Result<CatchUp> {
+        let mut done = CatchUp::default();
+        for projection in self.sync()? {
+            tracing::info!(
+                projection = projection.name(),
+                "snapshots were built by other code or configuration; rebuilding"
+            );
+            self.rebuild(projection, &mut |_| {})?;
+            done.rebuilt += 1;
+        }
+        loop {
+            let from = self.lowest_checkpoint();
+            let records = self.reader.events(from, self.config.batch_events.max(1))?;
+            let Some(end) = records.last().map(|r| r.seq) else {
+                break;
+            };
+            let parsed: Vec<(Kind, Value<'_>, &EventRecord)> = records
+                .iter()
+                .filter_map(|r| {
+                    let kind = r.kind.parse::<Kind>().ok()?;
+                    match json::parse(&r.payload) {
+                        Ok(v) => Some((kind, v, r)),
+                        Err(e) => {
+                            tracing::warn!(seq = r.seq, error = %e, "stored payload is not JSON; not projected");
+                            None
+                        }
+                    }
+                })
+                .collect();
+            let inputs: Vec<Input<'_>> = parsed
+                .iter()
+                .map(|(kind, v, r)| input(r, *kind, v))
+                .collect();
+            let mut batch = ProjectBatch::default();
+            let (r, c) = (&self.reader, &self.config);
+            let j = self.journeys.fold(&inputs, end, r, c, &mut batch)?;
+            let m = self.members.fold(&inputs, end, r, c, &mut batch)?;
+            let u = self.users.fold(&inputs, end, r, c, &mut batch)?;
+            let s = self.resources.fold(&inputs, end, r, c, &mut batch)?;
+            let rows = batch.rows.len() as u64;
+            match self.writer.project(batch) {
+                Ok(()) => {
+                    self.journeys.commit(j, end);
+                    self.members.commit(m, end);
+                    self.users.commit(u, end);
+                    self.resources.commit(s, end);
+                    done.events += records.len() as u64;
+                    done.rows += rows;
+                }
+                Err(store::Error::Stale { projection }) => {
+                    tracing::debug!(
+                        projection = projection.name(),
+                        "checkpoint moved elsewhere; starting again from the stored one"
+                    );
+                    for projection in self.sync()? {
+                        self.rebuild(projection, &mut |_| {})?;
+                        done.rebuilt += 1;
+                    }
+                }
+                Err(e) => {
+                    // The folds taken out of the caches are dropped: missing keys refold.
+                    return Err(e);
+                }
+            }
+        }
+        done.checkpoint = self.lowest_checkpoint();
+        Ok(done)
+    }
+
+    /// Refolds `projection` from the start of the log into a new table and swaps it in with
+    /// its checkpoint at the log head it read. `progress` is called with the number of events
+    /// scanned so far. Events appended meanwhile are folded by the next [`Runner::catch_up`].
+    pub fn rebuild(
+        &mut self,
+        projection: Projection,
+        progress: &mut dyn FnMut(u64),
+    ) -> store::Result<Rebuilt> {
+        let rebuilt = match projection {
+            Projection::Journeys => {
+                rebuild::<Journeys>(&self.writer, &self.reader, &self.config, progress)?
+            }
+            Projection::Members => {
+                rebuild::<Members>(&self.writer, &self.reader, &self.config, progress)?
+            }
+            Projection::Users => {
+                rebuild::<Users>(&self.writer, &self.reader, &self.config, progress)?
+            }
+            Projection::Resources => {
+                rebuild::<Resources>(&self.writer, &self.reader, &self.config, progress)?
+            }
+        };
+        self.sync()?;
+        Ok(rebuilt)
+    }
+}
+
+fn rebuild<M: Model>(
+    writer: &WriterHandle,
+    reader: &Reader,
+    config: &Config,
+    progress: &mut dyn FnMut(u64),
+) -> store::Result<Rebuilt> {
+    let head = reader.head()?;
+    writer.rebuild_begin(M::PROJECTION)?;
+    let (tx, rx) = mpsc::channel::<store::Result<()>>();
+    let mut in_flight = 0usize;
+    let mut rows = Vec::with_capacity(REBUILD_CHUNK);
+    let mut current: Option<(String, Fold<M::State>)> = None;
+    let (mut events, mut keys) = (0u64, 0u64);
+
+    let flush = |rows: &mut Vec<store::SnapshotRow>,
+                 in_flight: &mut usize,
+                 force: bool|
+     -> store::Result<()> {
+        if rows.is_empty() || (!force && rows.len() < REBUILD_CHUNK) {
+            return Ok(());
+        }
+        while *in_flight >= REBUILD_IN_FLIGHT {
+            rx.recv().map_err(|_| store::Error::WriterStopped)??;
+            *in_flight -= 1;
+        }
+        let tx = tx.clone();
+        writer.rebuild_rows_then(M::PROJECTION, std::mem::take(rows), move |r| {
+            let _ = tx.send(r);
+        })?;
+        *in_flight += 1;
+        Ok(())
+    };
+
+    reader.scan_by_key(
+        M::PROJECTION,
+        head,
+        |record: EventRecord| -> store::Result<()> {
+            events += 1;
+            if events % 65_536 == 0 {
+                progress(events);
+            }
+            let Some(key) = M::key(&record.keys) else {
+                return Ok(());
+            };
+            if current.as_ref().is_some_and(|(k, _)| k != key) {
+                if let Some((k, fold)) = current.take()
+                    && fold.event_count() > 0
+                    && let Some(row) = M::row(&k, &fold, config)
+                {
+                    rows.push(row);
+                    keys += 1;
+                }
+                flush(&mut rows, &mut in_flight, false)?;
+            }
+            let fold = &mut current
+                .get_or_insert_with(|| (key.to_owned(), Fold::default()))
+                .1;
+            with_input(&record, |e| {
+                if M::accepts(e.kind) {
+                    fold.apply(e);
+                }
+            });
+            Ok(())
+        },
+    )?;
+    if let Some((k, fold)) = current.take()
+        && fold.event_count() > 0
+        && let Some(row) = M::row(&k, &fold, config)
+    {
+        rows.push(row);
+        keys += 1;
+    }
+    flush(&mut rows, &mut in_flight, true)?;
+
+    while in_flight > 0 {
+        rx.recv().map_err(|_| store::Error::WriterStopped)??;
+        in_flight -= 1;
+    }
+    progress(events);
+    writer.rebuild_swap(M::PROJECTION, head, M::VERSION, &M::fingerprint(config))?;
+    Ok(Rebuilt {
+        projection: M::PROJECTION,
+        head,
+        events,
+        keys,
+    })
+}

@@ -1,0 +1,459 @@
+//! Snapshot tables and checkpoints: the SQL behind the projector (DESIGN.md sections 5 to 7).
+//!
+//! The store does not know what a snapshot contains; the projector hands it rows with their
+//! indexed columns and `state` JSON already rendered.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use crate::{Error, Millis, Result};
+
+/// A projection: one snapshot table and one checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Projection {
+    /// Per journey instance (`correlationId`).
+    Journeys,
+    /// Per MX member (`member_guid`).
+    Members,
+    /// Per MX user (`user_guid`).
+    Users,
+    /// Per MX resource (`{type}/{guid}`).
+    Resources,
+}
+
+impl Projection {
+    /// Every projection.
+    pub const ALL: [Projection; 4] = [
+        Projection::Journeys,
+        Projection::Members,
+        Projection::Users,
+        Projection::Resources,
+    ];
+
+    /// The name used by the CLI, the API and the `checkpoints` table (also the table's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Journeys => "journeys",
+            Projection::Members => "members",
+            Projection::Users => "users",
+            Projection::Resources => "resources",
+        }
+    }
+
+    /// The `events` column holding this projection's key.
+    pub fn event_key_column(self) -> &'static str {
+        match self {
+            Projection::Journeys => "correlation_id",
+            Projection::Members => "member_guid",
+            Projection::Users => "user_guid",
+            Projection::Resources => "resource_key",
+        }
+    }
+
+    fn key_column(self) -> &'static str {
+        match self {
+            Projection::Resources => "key",
+            other => other.event_key_column(),
+        }
+    }
+}
+
+impl std::str::FromStr for Projection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Projection::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("unknown projection `{s}` (expected journeys, members, users or resources)")
+            })
+    }
+}
+
+/// The indexed columns of a snapshot row, per projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Columns {
+    /// `journeys` columns.
+    Journey {
+        /// `created`, `opened`, `paid` or `completed`.
+        status: String,
+        /// The journey definition id.
+        journey_id: Option<String>,
+        /// The customer reference.
+        customer_reference: Option<String>,
+        /// `last_occurred_at`, ms.
+        last_activity: Option<Millis>,
+    },
+    /// `members` columns.
+    Member {
+        /// The member's user.
+        user_guid: Option<String>,
+        /// The latest connection status.
+        connection_status: Option<String>,
+        /// `last_occurred_at`, ms.
+        last_activity: Option<Millis>,
+    },
+    /// `users` columns.
+    User {
+        /// `last_occurred_at`, ms.
+        last_activity: Option<Millis>,
+    },
+    /// `resources` columns.
+    Resource {
+        /// The envelope key (`goal`, `account`, ...).
+        resource_type: String,
+        /// The resource's guid.
+        guid: String,
+        /// Its user.
+        user_guid: Option<String>,
+        /// Whether the winning event is a `deleted` tombstone.
+        deleted: bool,
+    },
+}
+
+/// One snapshot, ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    /// The key (correlation id, member guid, user guid, `type/guid`).
+    pub key: String,
+    /// Indexed columns.
+    pub columns: Columns,
+    /// The `state` document, compact JSON.
+    pub state: String,
+    /// Distinct events folded.
+    pub event_count: i64,
+    /// The greatest `seq` folded.
+    pub last_seq: i64,
+    /// `received_at` of the event at `last_seq`.
+    pub updated_at: Millis,
+}
+
+/// A stored snapshot, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The key.
+    pub key: String,
+    /// The `state` document.
+    pub state: String,
+    /// Distinct events folded.
+    pub event_count: i64,
+    /// The greatest `seq` folded.
+    pub last_seq: i64,
+    /// `received_at` of the event at `last_seq`.
+    pub updated_at: Millis,
+}
+
+/// A projection's progress and provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Which projection.
+    pub projection: Projection,
+    /// Every event with `seq` up to this is folded into the snapshots.
+    pub seq: i64,
+    /// The fold code's version that built the snapshots.
+    pub version: i64,
+    /// The configuration that built them (for journeys, the completing stage names).
+    pub fingerprint: String,
+    /// Incremented by every rebuild swap.
+    pub generation: i64,
+}
+
+/// What a projector expects a checkpoint to still be when its batch commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// Which projection.
+    pub projection: Projection,
+    /// The generation it read (a rebuild swap changes it).
+    pub generation: i64,
+    /// The `seq` it folded from (another process projecting changes it).
+    pub seq: i64,
+}
+
+/// A batch of incremental projection work, committed atomically with the checkpoints it moves.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectBatch {
+    /// Each touched projection's checkpoint as the batch was computed against; if any moved,
+    /// nothing is written and the writer answers [`Error::Stale`].
+    pub expect: Vec<Expect>,
+    /// Snapshots to upsert.
+    pub rows: Vec<(Projection, SnapshotRow)>,
+    /// New checkpoint `seq` per projection.
+    pub checkpoints: Vec<(Projection, i64)>,
+}
+
+/// Filters for listing journeys.
+#[derive(Debug, Clone, Default)]
+pub struct JourneyFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this journey definition.
+    pub journey_id: Option<String>,
+    /// Only this customer reference.
+    pub customer_reference: Option<String>,
+    /// Only keys after this one (the cursor of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+pub(crate) fn read_checkpoints(conn: &Connection) -> Result<Vec<Checkpoint>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT projection, seq, version, fingerprint, generation FROM checkpoints ORDER BY projection")?;
+    let rows = stmt.query_map([], |r| {
+        let name: String = r.get(0)?;
+        Ok((name, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, seq, version, fingerprint, generation) = row?;
+        if let Ok(projection) = name.parse() {
+            out.push(Checkpoint {
+                projection,
+                seq,
+                version,
+                fingerprint,
+                generation,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn snapshot(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
+    Ok(Snapshot {
+        key: r.get(0)?,
+        state: r.get(1)?,
+        event_count: r.get(2)?,
+        last_seq: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+pub(crate) fn read_snapshot(
+    conn: &Connection,
+    projection: Projection,
+    key: &str,
+) -> Result<Option<Snapshot>> {
+    let sql = format!(
+        "SELECT {k}, state, event_count, last_seq, updated_at FROM {t} WHERE {k} = ?1",
+        k = projection.key_column(),
+        t = projection.name()
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([key], snapshot)
+        .optional()?)
+}
+
+pub(crate) fn read_all(conn: &Connection, projection: Projection) -> Result<Vec<Snapshot>> {
+    let sql = format!(
+        "SELECT {k}, state, event_count, last_seq, updated_at FROM {t} ORDER BY {k}",
+        k = projection.key_column(),
+        t = projection.name()
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], snapshot)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn read_journeys(conn: &Connection, f: &JourneyFilter) -> Result<Vec<Snapshot>> {
+    let mut sql = String::from(
+        "SELECT correlation_id, state, event_count, last_seq, updated_at FROM journeys WHERE 1",
+    );
+    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    if let Some(s) = &f.status {
+        sql.push_str(" AND status = ?");
+        args.push(s);
+    }
+    if let Some(j) = &f.journey_id {
+        sql.push_str(" AND journey_id = ?");
+        args.push(j);
+    }
+    if let Some(c) = &f.customer_reference {
+        sql.push_str(" AND customer_reference = ?");
+        args.push(c);
+    }
+    if let Some(a) = &f.after {
+        sql.push_str(" AND correlation_id > ?");
+        args.push(a);
+    }
+    let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
+    sql.push_str(" ORDER BY correlation_id LIMIT ?");
+    args.push(&limit);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args.as_slice(), snapshot)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
+    let r = row;
+    match &r.columns {
+        Columns::Journey {
+            status,
+            journey_id,
+            customer_reference,
+            last_activity,
+        } => {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
+                                                 state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![r.key, status, journey_id, customer_reference, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
+        }
+        Columns::Member {
+            user_guid,
+            connection_status,
+            last_activity,
+        } => {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (member_guid, user_guid, connection_status, last_activity,
+                                                 state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
+            .execute(params![r.key, user_guid, connection_status, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
+        }
+        Columns::User { last_activity } => {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))?
+            .execute(params![r.key, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
+        }
+        Columns::Resource {
+            resource_type,
+            guid,
+            user_guid,
+            deleted,
+        } => {
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![r.key, resource_type, guid, user_guid, deleted, r.state, r.event_count, r.last_seq, r.updated_at])?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn write_batch(tx: &Transaction<'_>, batch: &ProjectBatch) -> Result<()> {
+    for x in &batch.expect {
+        let (generation, seq): (i64, i64) = tx
+            .prepare_cached("SELECT generation, seq FROM checkpoints WHERE projection = ?1")?
+            .query_row([x.projection.name()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if (generation, seq) != (x.generation, x.seq) {
+            return Err(Error::Stale {
+                projection: x.projection,
+            });
+        }
+    }
+    for (projection, row) in &batch.rows {
+        upsert(tx, projection.name(), row)?;
+    }
+    for (projection, seq) in &batch.checkpoints {
+        tx.prepare_cached("UPDATE checkpoints SET seq = ?2 WHERE projection = ?1")?
+            .execute(params![projection.name(), seq])?;
+    }
+    Ok(())
+}
+
+fn next_table(projection: Projection) -> String {
+    format!("{}_next", projection.name())
+}
+
+/// The migration's DDL for `projection`'s table and its indexes, from sqlite_master.
+fn table_ddl(tx: &Transaction<'_>, projection: Projection) -> Result<(String, Vec<String>)> {
+    let table: String = tx.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [projection.name()],
+        |r| r.get(0),
+    )?;
+    let mut stmt = tx.prepare(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL",
+    )?;
+    let indexes = stmt
+        .query_map([projection.name()], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((table, indexes))
+}
+
+/// Starts a rebuild: an empty `{name}_next` table like the live one, without secondary indexes
+/// (they are built once, at the swap).
+pub(crate) fn rebuild_begin(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
+    let next = next_table(projection);
+    let (table_sql, _) = table_ddl(tx, projection)?;
+    let prefix = format!("CREATE TABLE {} ", projection.name());
+    let Some(rest) = table_sql.strip_prefix(&prefix) else {
+        return Err(Error::Sqlite(rusqlite::Error::InvalidQuery));
+    };
+    tx.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {next}; CREATE TABLE {next} {rest};"
+    ))?;
+    Ok(())
+}
+
+pub(crate) fn rebuild_rows(
+    tx: &Transaction<'_>,
+    projection: Projection,
+    rows: &[SnapshotRow],
+) -> Result<()> {
+    let next = next_table(projection);
+    for row in rows {
+        upsert(tx, &next, row)?;
+    }
+    Ok(())
+}
+
+/// Swaps `{name}_next` in for the live table, with its indexes, and moves the checkpoint, in
+/// the caller's transaction: readers see the old table until it commits.
+pub(crate) fn rebuild_swap(
+    tx: &Transaction<'_>,
+    projection: Projection,
+    seq: i64,
+    version: i64,
+    fingerprint: &str,
+) -> Result<()> {
+    let name = projection.name();
+    let (_, indexes) = table_ddl(tx, projection)?;
+    tx.execute_batch(&format!(
+        "DROP TABLE {name}; ALTER TABLE {next} RENAME TO {name};",
+        next = next_table(projection)
+    ))?;
+    for index in indexes {
+        tx.execute_batch(&index)?;
+    }
+    tx.prepare_cached(
+        "UPDATE checkpoints SET seq = ?2, version = ?3, fingerprint = ?4, generation = generation + 1 WHERE projection = ?1",
+    )?
+    .execute(params![name, seq, version, fingerprint])?;
+    Ok(())
+}
+
+/// Counts for `stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectionCounts {
+    /// Journeys by status.
+    pub journeys_by_status: Vec<(String, i64)>,
+    /// Members.
+    pub members: i64,
+    /// Users.
+    pub users: i64,
+    /// Resources.
+    pub resources: i64,
+}
+
+pub(crate) fn read_counts(conn: &Connection) -> Result<ProjectionCounts> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM journeys GROUP BY status ORDER BY status")?;
+    let journeys_by_status = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let count = |t: &str| -> Result<i64> {
+        Ok(conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)
+    };
+    Ok(ProjectionCounts {
+        journeys_by_status,
+        members: count("members")?,
+        users: count("users")?,
+        resources: count("resources")?,
+    })
+}
