@@ -31,9 +31,10 @@ pub use snapshots::{
 pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, WriterHandle};
 
 /// The schema, one entry per file in `migrations/`, in order. Append only.
-const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!(
-    "../../../migrations/0001_event_log.sql"
-))];
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(include_str!("../../../migrations/0001_event_log.sql")),
+    M::up(include_str!("../../../migrations/0002_projections.sql")),
+];
 
 fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATION_LIST)
@@ -239,6 +240,28 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().expect("migrations validate");
+    }
+
+    #[test]
+    fn every_file_in_migrations_is_applied_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations/")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(
+            files.len(),
+            SCHEMA_VERSION,
+            "a migration file is not in MIGRATION_LIST: {files:?}"
+        );
+        for (i, name) in files.iter().enumerate() {
+            assert!(
+                name.starts_with(&format!("{:04}_", i + 1)),
+                "{name} is out of sequence"
+            );
+        }
     }
 
     #[test]

@@ -381,12 +381,17 @@ fn table_ddl(tx: &Transaction<'_>, projection: Projection) -> Result<(String, Ve
 pub(crate) fn rebuild_begin(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
     let next = next_table(projection);
     let (table_sql, _) = table_ddl(tx, projection)?;
-    let prefix = format!("CREATE TABLE {} ", projection.name());
-    let Some(rest) = table_sql.strip_prefix(&prefix) else {
-        return Err(Error::Sqlite(rusqlite::Error::InvalidQuery));
+    // Everything from the first parenthesis on is the column list and table options. (After a
+    // swap, SQLite stores the renamed table's DDL with its name quoted, so the head varies.)
+    let Some(open) = table_sql.find('(') else {
+        return Err(Error::Sqlite(rusqlite::Error::InvalidColumnName(format!(
+            "unexpected DDL for {}: {table_sql}",
+            projection.name()
+        ))));
     };
     tx.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {next}; CREATE TABLE {next} {rest};"
+        "DROP TABLE IF EXISTS {next}; CREATE TABLE {next} {};",
+        &table_sql[open..]
     ))?;
     Ok(())
 }

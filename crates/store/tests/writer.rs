@@ -439,6 +439,100 @@ fn closing_commits_what_was_queued_and_later_appends_are_refused() {
     ));
 }
 
+fn journey_row(key: &str, state: &str, seq: i64) -> store::SnapshotRow {
+    store::SnapshotRow {
+        key: key.into(),
+        columns: store::Columns::Journey {
+            status: "created".into(),
+            journey_id: None,
+            customer_reference: None,
+            last_activity: None,
+        },
+        state: state.into(),
+        event_count: 1,
+        last_seq: seq,
+        updated_at: 0,
+    }
+}
+
+#[test]
+fn a_projection_batch_computed_against_a_moved_checkpoint_is_refused_whole() {
+    use store::{Expect, ProjectBatch, Projection};
+    let db = db();
+    let store = open(&db);
+    let w = store.writer();
+    let reader = store.reader().expect("reader");
+    let cp = |r: &Reader| {
+        r.checkpoints()
+            .expect("checkpoints")
+            .into_iter()
+            .find(|c| c.projection == Projection::Journeys)
+            .expect("row")
+    };
+    let start = cp(&reader);
+    let batch = |state: &str, from: i64, to: i64| ProjectBatch {
+        expect: vec![Expect {
+            projection: Projection::Journeys,
+            generation: start.generation,
+            seq: from,
+        }],
+        rows: vec![(Projection::Journeys, journey_row("J", state, to))],
+        checkpoints: vec![(Projection::Journeys, to)],
+    };
+    // Projector B commits first, from the stored checkpoint to 10.
+    w.project(batch("newer", start.seq, 10)).expect("B commits");
+    // Projector A computed against the same old checkpoint: refused, nothing written.
+    let err = w
+        .project(batch("older", start.seq, 5))
+        .expect_err("A is stale");
+    assert!(
+        matches!(
+            err,
+            store::Error::Stale {
+                projection: Projection::Journeys
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        reader
+            .snapshot(Projection::Journeys, "J")
+            .expect("read")
+            .expect("row")
+            .state,
+        "newer"
+    );
+    assert_eq!(cp(&reader).seq, 10);
+    // A rebuild swap moves the generation: a batch against the old generation is refused too.
+    w.rebuild_begin(Projection::Journeys).expect("begin");
+    w.rebuild_rows(Projection::Journeys, vec![journey_row("J", "rebuilt", 10)])
+        .expect("rows");
+    w.rebuild_swap(Projection::Journeys, 10, 1, "")
+        .expect("swap");
+    let after = cp(&reader);
+    assert_eq!(
+        (after.generation, after.seq, after.version),
+        (start.generation + 1, 10, 1)
+    );
+    let stale = ProjectBatch {
+        expect: vec![Expect {
+            projection: Projection::Journeys,
+            generation: start.generation,
+            seq: 10,
+        }],
+        ..batch("older", 10, 11)
+    };
+    assert!(matches!(w.project(stale), Err(store::Error::Stale { .. })));
+    assert_eq!(
+        reader
+            .snapshot(Projection::Journeys, "J")
+            .expect("read")
+            .expect("row")
+            .state,
+        "rebuilt"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
