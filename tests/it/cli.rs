@@ -102,6 +102,9 @@ fn stats_counts_by_source_and_kind() {
         stats,
         json!({
             "events": 15, "unknown": 1, "quarantined": 0, "log_head": 15, "deliveries": 9,
+            "journeys": {"total": 2, "by_status": {"completed": 1, "opened": 1}},
+            "members": 1, "users": 1, "resources": 1,
+            "projector": {"checkpoint": 15, "lag": 0},
             "by_source": {"mobile-journeys": 6, "mx": 9},
             "by_kind": {"analytics": 2, "connection_status": 1, "documentgenerated": 1, "job": 1,
                         "linkcreated": 1, "member_data": 2, "paymentattempt": 1, "resource": 2,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod import;
+mod projections;
 mod quarantine;
 
 use tests::Journeyd;

@@ -37,6 +37,17 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "JOURNEYD_SYNCHRONOUS", default_value = "full", value_parser = parse_synchronous)]
     pub(crate) synchronous: Synchronous,
 
+    /// Stage names that complete a journey, comma-separated. Changing the set rebuilds the
+    /// journeys projection at the next write.
+    #[arg(
+        long,
+        global = true,
+        env = "JOURNEYD_COMPLETING_STAGES",
+        default_value = "journeyEnd",
+        value_delimiter = ','
+    )]
+    pub(crate) completing_stages: Vec<String>,
+
     /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...).
     #[arg(long, global = true, env = "JOURNEYD_LOG", default_value = "warn")]
     pub(crate) log_level: String,
@@ -52,6 +63,38 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// Show the event log in arrival order.
     Events(EventsArgs),
+    /// Refold projections from the start of the log into new tables and swap them in.
+    /// Safe while other journeyd processes append; they keep reading the old tables until the swap.
+    Rebuild {
+        /// Which projection.
+        #[arg(value_enum, default_value = "all")]
+        projection: Which,
+    },
+    /// One journey's state, by `correlationId`.
+    Journey {
+        /// The journey's correlation id.
+        id: String,
+    },
+    /// Journeys, filtered, by correlation id.
+    Journeys(JourneysArgs),
+    /// One MX member's state.
+    Member {
+        /// The member's guid.
+        guid: String,
+    },
+    /// One MX user's state.
+    User {
+        /// The user's guid.
+        guid: String,
+    },
+    /// One MX resource's state.
+    Resource {
+        /// The envelope key: goal, account, transaction, ...
+        #[arg(value_name = "TYPE")]
+        resource_type: String,
+        /// The resource's guid.
+        guid: String,
+    },
     /// Counts: events by source and kind, unknown events, quarantined bodies, log head.
     Stats,
     /// Bodies that could not be split into events.
@@ -82,6 +125,35 @@ pub(crate) struct EventsArgs {
 
     /// At most this many events.
     #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) limit: u32,
+}
+
+/// A projection, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Which {
+    Journeys,
+    Members,
+    Users,
+    Resources,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JourneysArgs {
+    /// Only journeys with this status: created, opened, paid or completed.
+    #[arg(long, value_parser = ["created", "opened", "paid", "completed"])]
+    pub(crate) status: Option<String>,
+    /// Only journeys of this journey definition (`journeyId`).
+    #[arg(long, value_name = "J")]
+    pub(crate) journey_id: Option<String>,
+    /// Only journeys with this customer reference.
+    #[arg(long)]
+    pub(crate) customer_reference: Option<String>,
+    /// Start after this correlation id (the `next` cursor of the previous page).
+    #[arg(long, value_name = "CURSOR")]
+    pub(crate) after: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) limit: u32,
 }
 

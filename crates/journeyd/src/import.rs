@@ -114,7 +114,7 @@ impl Pipeline {
     }
 }
 
-fn open_store(db: &Path, synchronous: Synchronous) -> anyhow::Result<Store> {
+pub(crate) fn open_store(db: &Path, synchronous: Synchronous) -> anyhow::Result<Store> {
     Store::open(
         db,
         Options {
@@ -128,6 +128,7 @@ fn open_store(db: &Path, synchronous: Synchronous) -> anyhow::Result<Store> {
 pub(crate) fn run(
     db: &Path,
     synchronous: Synchronous,
+    config: &projector::Config,
     args: &ImportArgs,
     out: &Output,
 ) -> anyhow::Result<()> {
@@ -139,7 +140,10 @@ pub(crate) fn run(
     }
     let tally = pipeline.finish()?;
     progress.finish_and_clear();
+    // When import returns, the snapshots are current (DESIGN.md section 8).
+    let projected = crate::project::catch_up(&store, config);
     store.close();
+    projected?;
     if out.json {
         return out.json(&tally);
     }
@@ -267,7 +271,12 @@ fn submission(source: Option<Source>, body: Vec<u8>, request_id: String) -> Subm
     }
 }
 
-pub(crate) fn replay(db: &Path, synchronous: Synchronous, out: &Output) -> anyhow::Result<()> {
+pub(crate) fn replay(
+    db: &Path,
+    synchronous: Synchronous,
+    config: &projector::Config,
+    out: &Output,
+) -> anyhow::Result<()> {
     let store = open_store(db, synchronous)?;
     let reader = store.reader()?;
     let mut pipeline = Pipeline::new(&store);
@@ -299,7 +308,9 @@ pub(crate) fn replay(db: &Path, synchronous: Synchronous, out: &Output) -> anyho
         }
     }
     let tally = pipeline.finish()?;
+    let projected = crate::project::catch_up(&store, config);
     store.close();
+    projected?;
     if out.json {
         #[derive(Serialize)]
         struct Replay {

@@ -9,6 +9,7 @@
 mod cli;
 mod import;
 mod output;
+mod project;
 mod query;
 
 use std::io::IsTerminal;
@@ -48,16 +49,39 @@ where
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
+    let config = project::config(&cli.completing_stages);
+    let db = &cli.db;
     match cli.command {
-        cli::Command::Import(args) => import::run(&cli.db, cli.synchronous, &args, &out),
-        cli::Command::Events(args) => query::events(&cli.db, &args, &out),
-        cli::Command::Stats => query::stats(&cli.db, &out),
+        cli::Command::Import(args) => import::run(db, cli.synchronous, &config, &args, &out),
+        cli::Command::Events(args) => query::events(db, &args, &out),
+        cli::Command::Stats => query::stats(db, &out),
+        cli::Command::Rebuild { projection } => {
+            let store = import::open_store(db, cli.synchronous)?;
+            let result = project::rebuild(&store, &config, projection, &out);
+            store.close();
+            result
+        }
+        cli::Command::Journey { id } => query::snapshot(db, store::Projection::Journeys, &id, &out),
+        cli::Command::Journeys(args) => query::journeys(db, &args, &out),
+        cli::Command::Member { guid } => {
+            query::snapshot(db, store::Projection::Members, &guid, &out)
+        }
+        cli::Command::User { guid } => query::snapshot(db, store::Projection::Users, &guid, &out),
+        cli::Command::Resource {
+            resource_type,
+            guid,
+        } => query::snapshot(
+            db,
+            store::Projection::Resources,
+            &format!("{resource_type}/{guid}"),
+            &out,
+        ),
         cli::Command::Quarantine {
             command: cli::QuarantineCommand::List,
-        } => query::quarantine_list(&cli.db, &out),
+        } => query::quarantine_list(db, &out),
         cli::Command::Quarantine {
             command: cli::QuarantineCommand::Replay,
-        } => import::replay(&cli.db, cli.synchronous, &out),
+        } => import::replay(db, cli.synchronous, &config, &out),
     }
 }
 

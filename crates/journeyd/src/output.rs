@@ -77,3 +77,74 @@ pub(crate) fn main_key(keys: &events::Keys) -> &str {
         .or(keys.user_guid.as_deref())
         .unwrap_or("")
 }
+
+/// A snapshot as the API and `--json` show it: `{"key", "state", "meta"}` (DESIGN.md section 6).
+#[derive(Serialize)]
+pub(crate) struct SnapshotJson<'a> {
+    key: &'a str,
+    state: Box<RawValue>,
+    meta: Meta,
+}
+
+#[derive(Serialize)]
+struct Meta {
+    event_count: i64,
+    last_seq: i64,
+    updated_at: String,
+}
+
+impl<'a> SnapshotJson<'a> {
+    pub(crate) fn new(s: &'a store::Snapshot) -> anyhow::Result<Self> {
+        Ok(SnapshotJson {
+            key: &s.key,
+            state: RawValue::from_string(s.state.clone())
+                .with_context(|| format!("the snapshot of {} is not JSON", s.key))?,
+            meta: Meta {
+                event_count: s.event_count,
+                last_seq: s.last_seq,
+                updated_at: format_millis(s.updated_at),
+            },
+        })
+    }
+}
+
+/// Indented JSON that keeps the keys in the order they are stored (the documented order).
+pub(crate) fn pretty(json: &str) -> String {
+    fn go(v: &events::json::Value<'_>, depth: usize, out: &mut String) {
+        use events::json::Value;
+        let pad = |n: usize| "  ".repeat(n);
+        match v {
+            Value::Array(items) if !items.is_empty() => {
+                out.push_str("[\n");
+                for (i, e) in items.iter().enumerate() {
+                    out.push_str(&pad(depth + 1));
+                    go(&e.value, depth + 1, out);
+                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&pad(depth));
+                out.push(']');
+            }
+            Value::Object(members) if !members.is_empty() => {
+                out.push_str("{\n");
+                for (i, (k, v)) in members.iter().enumerate() {
+                    out.push_str(&pad(depth + 1));
+                    events::json::write_string(out, k);
+                    out.push_str(": ");
+                    go(v, depth + 1, out);
+                    out.push_str(if i + 1 < members.len() { ",\n" } else { "\n" });
+                }
+                out.push_str(&pad(depth));
+                out.push('}');
+            }
+            other => other.write_canonical(out),
+        }
+    }
+    match events::json::parse(json) {
+        Ok(v) => {
+            let mut out = String::new();
+            go(&v, 0, &mut out);
+            out
+        }
+        Err(_) => json.to_owned(),
+    }
+}

@@ -2,12 +2,15 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use anyhow::bail;
 use events::timestamp::format_millis;
 use serde::Serialize;
-use store::Reader;
+use store::{JourneyFilter, Projection, Reader};
 
-use crate::cli::EventsArgs;
-use crate::output::{EventJson, Output, main_key, table};
+use crate::cli::{EventsArgs, JourneysArgs};
+use crate::output::{EventJson, Output, SnapshotJson, main_key, pretty, table};
 
 pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Result<()> {
     let reader = Reader::open(db)?;
@@ -51,30 +54,181 @@ pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Resu
     }
 }
 
+/// The `stats` document: the same as `GET /v1/stats` (DESIGN.md section 8), then the log's
+/// breakdown.
+#[derive(Serialize)]
+struct Stats {
+    events: i64,
+    journeys: JourneyCounts,
+    members: i64,
+    users: i64,
+    resources: i64,
+    unknown: i64,
+    quarantined: i64,
+    log_head: i64,
+    projector: ProjectorStats,
+    deliveries: i64,
+    by_source: BTreeMap<String, i64>,
+    by_kind: BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+struct JourneyCounts {
+    total: i64,
+    by_status: BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+struct ProjectorStats {
+    checkpoint: i64,
+    lag: i64,
+}
+
 pub(crate) fn stats(db: &Path, out: &Output) -> anyhow::Result<()> {
-    let stats = Reader::open(db)?.stats()?;
+    let reader = Reader::open(db)?;
+    let log = reader.stats()?;
+    let counts = reader.projection_counts()?;
+    let checkpoint = reader
+        .checkpoints()?
+        .iter()
+        .map(|c| c.seq)
+        .min()
+        .unwrap_or(0);
+    let by_status: BTreeMap<String, i64> = counts.journeys_by_status.into_iter().collect();
+    let stats = Stats {
+        events: log.events,
+        journeys: JourneyCounts {
+            total: by_status.values().sum(),
+            by_status,
+        },
+        members: counts.members,
+        users: counts.users,
+        resources: counts.resources,
+        unknown: log.unknown,
+        quarantined: log.quarantined,
+        log_head: log.log_head,
+        projector: ProjectorStats {
+            checkpoint,
+            lag: (log.log_head - checkpoint).max(0),
+        },
+        deliveries: log.deliveries,
+        by_source: log.by_source,
+        by_kind: log.by_kind,
+    };
     if out.json {
         return out.json(&stats);
     }
     let mut t = table(&["", "COUNT"]);
-    t.add_row(vec!["events".to_owned(), stats.events.to_string()]);
+    let mut row = |name: String, n: i64| {
+        t.add_row(vec![name, n.to_string()]);
+    };
+    row("events".into(), stats.events);
     for (source, n) in &stats.by_source {
-        t.add_row(vec![format!("  from {source}"), n.to_string()]);
+        row(format!("  from {source}"), *n);
     }
     for (kind, n) in &stats.by_kind {
-        t.add_row(vec![format!("  {kind}"), n.to_string()]);
+        row(format!("  {kind}"), *n);
     }
-    t.add_row(vec!["unknown".to_owned(), stats.unknown.to_string()]);
-    t.add_row(vec![
-        "quarantined bodies".to_owned(),
-        stats.quarantined.to_string(),
-    ]);
-    t.add_row(vec!["deliveries".to_owned(), stats.deliveries.to_string()]);
-    t.add_row(vec![
-        "log head (seq)".to_owned(),
-        stats.log_head.to_string(),
-    ]);
+    row("unknown".into(), stats.unknown);
+    row("quarantined bodies".into(), stats.quarantined);
+    row("deliveries".into(), stats.deliveries);
+    row("journeys".into(), stats.journeys.total);
+    for (status, n) in &stats.journeys.by_status {
+        row(format!("  {status}"), *n);
+    }
+    row("members".into(), stats.members);
+    row("users".into(), stats.users);
+    row("resources".into(), stats.resources);
+    row("log head (seq)".into(), stats.log_head);
+    row("projector checkpoint".into(), stats.projector.checkpoint);
+    row("projector lag".into(), stats.projector.lag);
     out.text(t)
+}
+
+/// `journey`, `member`, `user`, `resource`: one snapshot.
+pub(crate) fn snapshot(
+    db: &Path,
+    projection: Projection,
+    key: &str,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let reader = Reader::open(db)?;
+    let Some(s) = reader.snapshot(projection, key)? else {
+        let what = match projection {
+            Projection::Journeys => "journey",
+            Projection::Members => "member",
+            Projection::Users => "user",
+            Projection::Resources => "resource",
+        };
+        bail!("no {what} {key}");
+    };
+    if out.json {
+        return out.json(&SnapshotJson::new(&s)?);
+    }
+    out.text(format_args!(
+        "{} {}  ({} events, last seq {}, updated {})",
+        projection.name().trim_end_matches('s'),
+        s.key,
+        s.event_count,
+        s.last_seq,
+        format_millis(s.updated_at)
+    ))?;
+    out.text(pretty(&s.state))
+}
+
+pub(crate) fn journeys(db: &Path, args: &JourneysArgs, out: &Output) -> anyhow::Result<()> {
+    let reader = Reader::open(db)?;
+    let limit = args.limit as usize;
+    let filter = JourneyFilter {
+        status: args.status.clone(),
+        journey_id: args.journey_id.clone(),
+        customer_reference: args.customer_reference.clone(),
+        after: args.after.clone(),
+        limit,
+    };
+    let items = reader.journeys(&filter)?;
+    let next = if items.len() == limit {
+        items.last().map(|s| s.key.clone())
+    } else {
+        None
+    };
+    if out.json {
+        #[derive(Serialize)]
+        struct Page<'a> {
+            items: Vec<SnapshotJson<'a>>,
+            next: Option<String>,
+        }
+        let items = items
+            .iter()
+            .map(SnapshotJson::new)
+            .collect::<anyhow::Result<_>>()?;
+        return out.json(&Page { items, next });
+    }
+    let mut t = table(&[
+        "CORRELATION ID",
+        "STATUS",
+        "JOURNEY",
+        "CUSTOMER REF",
+        "LAST ACTIVITY",
+        "EVENTS",
+    ]);
+    for s in &items {
+        let v: serde_json::Value = serde_json::from_str(&s.state).unwrap_or_default();
+        let field = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+        t.add_row(vec![
+            s.key.clone(),
+            field("status"),
+            field("journey_id"),
+            field("customer_reference"),
+            field("last_occurred_at"),
+            s.event_count.to_string(),
+        ]);
+    }
+    out.text(t)?;
+    match next {
+        Some(cursor) => out.text(format_args!("(more: journeyd journeys --after {cursor})")),
+        None => out.text(format_args!("({} journeys)", items.len())),
+    }
 }
 
 pub(crate) fn quarantine_list(db: &Path, out: &Output) -> anyhow::Result<()> {

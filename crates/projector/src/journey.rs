@@ -26,13 +26,16 @@ pub struct Journey {
     sessions: BTreeSet<String>,
     payments: BTreeMap<String, Lww<Payment>>,
     documents: BTreeMap<String, Lww<Document>>,
-    stages: BTreeMap<String, (Option<Millis>, Option<Millis>)>,
+    stages: BTreeMap<String, Reached>,
     session_data: Lww<String>,
     generated: BTreeSet<String>,
     downloaded: BTreeSet<String>,
     uploaded: BTreeSet<String>,
     transaction_ids: BTreeSet<String>,
 }
+
+/// When a stage was first and last reached.
+type Reached = (Option<Millis>, Option<Millis>);
 
 #[derive(Debug, Clone, PartialEq)]
 struct Payment {
@@ -251,7 +254,7 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
             *sum = sum.checked_add(amount).unwrap_or(*sum);
         }
     }
-    let mut stages: Vec<(&String, &(Option<Millis>, Option<Millis>))> = j.stages.iter().collect();
+    let mut stages: Vec<(&String, &Reached)> = j.stages.iter().collect();
     stages.sort_by(|a, b| (a.1.0, a.0).cmp(&(b.1.0, b.0)));
     let doc = StateJson {
         correlation_id: key,

@@ -109,7 +109,7 @@ fn status_is_the_highest_that_holds() {
     let paid = payment("J", "10:03", "T2", json!(true), json!(5));
     let end = stage("J", "10:04", "journeyEnd", json!({}));
     let status = |d: &[(Source, String)]| state::<Journeys>(d, "J")["status"].clone();
-    assert_eq!(status(&[link.clone()]), "created");
+    assert_eq!(status(std::slice::from_ref(&link)), "created");
     assert_eq!(status(&[link.clone(), session.clone()]), "opened");
     assert_eq!(
         status(&[link.clone(), session.clone(), declined.clone()]),
