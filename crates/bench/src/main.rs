@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p bench -- import --events 1000000
 //! cargo run --release -p bench -- appenders --seconds 5
+//! cargo run --release -p bench -- rebuild --events 5000000
 //! ```
 
 use std::io::Write;
@@ -41,6 +42,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Full rebuild of every projection from a log of mixed events (both providers, about one
+    /// key per five events), against a plain scan of the events table; then incremental
+    /// projection of a stream of single-event appends.
+    Rebuild {
+        /// Events in the log.
+        #[arg(long, default_value_t = 5_000_000)]
+        events: usize,
+        /// How long to run the incremental stream.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Durable appends (synchronous=FULL) from 1, 16 and 256 concurrent appenders, one event
     /// per append, against one transaction per event.
     Appenders {
@@ -59,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Import { events, runs } => import(dir.path(), events, runs.max(1)),
         Command::Appenders { seconds } => appenders(dir.path(), Duration::from_secs(seconds)),
+        Command::Rebuild { events, seconds } => rebuild(dir.path(), events, Duration::from_secs(seconds)),
     }
 }
 
@@ -323,4 +336,178 @@ fn one_transaction_per_event(dir: &Path, duration: Duration) -> anyhow::Result<f
         n += 1;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A mixed log: 60% Mobile Journeys events over `n/5 * 0.6` journeys (five events each), and MX
+/// member data, jobs, connection status, goals and analytics over members, users and goals.
+/// About one key per five events in all. Deterministic.
+fn mixed_event(i: usize) -> (Source, String) {
+    if i % 5 < 3 {
+        // Journeys: i -> (journey, step)
+        let n = i / 5 * 3 + i % 5;
+        return (Source::MobileJourneys, mj_event_line(n));
+    }
+    let k = i / 5;
+    let member = k % 200_000;
+    let user = member % 100_000;
+    let t = 1_600_000_000 + k as u64;
+    let body = match (i % 5, k % 4) {
+        (3, 0) => format!(
+            r#"{{"action":"member_data_updated","type":"AGGREGATION","member_guid":"MBR-{member}","user_guid":"USR-{user}","completed_at":{t},"transactions_created_count":{},"transactions_updated_count":1}}"#,
+            k % 7
+        ),
+        (3, 1) => format!(
+            r#"{{"job":{{"guid":"JOB-{k}","member_guid":"MBR-{member}","user_guid":"USR-{user}","status":6,"status_name":"COMPLETED","updated_at":{t},"is_authenticated":true,"error_message":null}}}}"#
+        ),
+        (3, 2) => format!(
+            r#"{{"type":"CONNECTION_STATUS","action":"CHANGED","connection_status":"CONNECTED","connection_status_id":6,"member_guid":"MBR-{member}","user_guid":"USR-{user}","n":{k}}}"#
+        ),
+        (3, _) => format!(
+            r#"{{"action":"updated","goal":{{"guid":"GOL-{}","user_guid":"USR-{user}","revision":{},"amount":750,"name":"Home"}}}}"#,
+            k % 100_000,
+            k / 100_000
+        ),
+        _ => format!(r#"[{{"type":"pageview","session_id":"S-{}","user_guid":"USR-{user}","created_at":{t}}}]"#, k % 50_000),
+    };
+    (Source::Mx, body)
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
+    let db = fresh_db(dir, "rebuild.db")?;
+    let store = Store::open(&db, Options { synchronous: Synchronous::Normal, ..Options::default() })?;
+    let t = Instant::now();
+    let w = store.writer();
+    let mut batch: Vec<Event> = Vec::with_capacity(8192);
+    let flush = |batch: &mut Vec<Event>| -> anyhow::Result<()> {
+        let events = std::mem::take(batch);
+        let source = events.first().map_or(Source::Mx, |e| e.source);
+        w.append(vec![Submission { source, received_at: 0, request_id: None, size: 0, body: Body::Events(events) }])?;
+        Ok(())
+    };
+    for i in 0..n {
+        let (source, body) = mixed_event(i);
+        batch.extend(parse_delivery(source, body.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?);
+        if batch.len() >= 8192 {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    eprintln!("generated {n} events in {:.1}s", t.elapsed().as_secs_f64());
+
+    // Baseline: read every row and column of the log once, as a scan would.
+    let conn = rusqlite::Connection::open(&db)?;
+    let t = Instant::now();
+    let mut rows = 0u64;
+    let mut bytes = 0usize;
+    {
+        let mut stmt = conn.prepare(
+            "SELECT seq, event_id, source, kind, correlation_id, member_guid, user_guid, resource_key, clock, occurred_at, received_at, delivery_id, payload FROM events",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let payload: String = r.get(12)?;
+            let id: Vec<u8> = r.get(1)?;
+            let kind: String = r.get(3)?;
+            bytes += payload.len() + id.len() + kind.len();
+            rows += 1;
+        }
+    }
+    let scan = t.elapsed();
+    anyhow::ensure!(rows as usize >= n, "scan read {rows} rows");
+
+    let mut runner = projector::Runner::new(store.writer(), store.reader()?, projector::Config::default());
+    reset_peak_rss();
+    let rss_before = peak_rss_kib();
+    let t = Instant::now();
+    let mut per = Vec::new();
+    for p in store::Projection::ALL {
+        let tp = Instant::now();
+        let r = runner.rebuild(p, &mut |_| {})?;
+        per.push((r, tp.elapsed()));
+    }
+    let total = t.elapsed();
+    let rss_peak = peak_rss_kib();
+    let log_events = rows as f64;
+    println!("rebuild of a log of {rows} mixed events ({:.0} bytes per row read), both providers, synchronous=NORMAL", bytes as f64 / log_events);
+    println!();
+    println!("| what | time | log events/s | ratio to scan |");
+    println!("|---|---|---|---|");
+    println!("| plain scan of the events table, every column (baseline) | {:.2} s | {:.0} | 1.00 |", scan.as_secs_f64(), log_events / scan.as_secs_f64());
+    println!(
+        "| full rebuild, all four projections | {:.2} s | {:.0} | {:.2} |",
+        total.as_secs_f64(),
+        log_events / total.as_secs_f64(),
+        scan.as_secs_f64() / total.as_secs_f64()
+    );
+    println!();
+    println!("| projection | events folded | snapshots | time | events/s |");
+    println!("|---|---|---|---|---|");
+    for (r, d) in &per {
+        println!("| {} | {} | {} | {:.2} s | {:.0} |", r.projection.name(), r.events, r.keys, d.as_secs_f64(), r.events as f64 / d.as_secs_f64());
+    }
+    println!();
+    println!(
+        "peak RSS during the rebuild: {} MiB (at its start: {} MiB)",
+        rss_peak.map_or("?".into(), |k| (k / 1024).to_string()),
+        rss_before.map_or("?".into(), |k| (k / 1024).to_string())
+    );
+
+    // Incremental: single-event appends as fast as one appender goes, a projector catching up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let lags: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let started = Instant::now();
+    let projected = std::thread::scope(|s| -> anyhow::Result<u64> {
+        let (stop2, appended2) = (Arc::clone(&stop), Arc::clone(&appended));
+        let w = store.writer();
+        s.spawn(move || {
+            let mut i = n;
+            while !stop2.load(Ordering::Relaxed) {
+                let (source, body) = mixed_event(i);
+                i += 1;
+                let Ok(events) = parse_delivery(source, body.as_bytes()) else { continue };
+                if w.append(vec![Submission { source, received_at: 0, request_id: None, size: 0, body: Body::Events(events) }]).is_ok() {
+                    appended2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let reader = store.reader()?;
+        let mut folded = 0u64;
+        while started.elapsed() < duration {
+            let c = runner.catch_up()?;
+            folded += c.events;
+            lags.lock().map(|mut l| l.push(reader.head().unwrap_or(0) - c.checkpoint)).ok();
+            if c.events == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        Ok(folded)
+    })?;
+    let final_catch = runner.catch_up()?;
+    let secs = started.elapsed().as_secs_f64();
+    let lags = lags.lock().map(|l| l.clone()).unwrap_or_default();
+    let mean = lags.iter().sum::<i64>() as f64 / lags.len().max(1) as f64;
+    let max = lags.iter().max().copied().unwrap_or(0);
+    println!();
+    println!(
+        "incremental: one appender of single-event submissions ({:.0} events/s appended) and one projector catching up: {:.0} events/s projected; lag after each catch-up (events appended meanwhile): mean {:.1}, max {}; {} left at the end",
+        appended.load(Ordering::Relaxed) as f64 / secs,
+        (projected + final_catch.events) as f64 / secs,
+        mean,
+        max,
+        final_catch.events
+    );
+    store.close();
+    Ok(())
 }
