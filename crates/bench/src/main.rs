@@ -71,7 +71,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Import { events, runs } => import(dir.path(), events, runs.max(1)),
         Command::Appenders { seconds } => appenders(dir.path(), Duration::from_secs(seconds)),
-        Command::Rebuild { events, seconds } => rebuild(dir.path(), events, Duration::from_secs(seconds)),
+        Command::Rebuild { events, seconds } => {
+            rebuild(dir.path(), events, Duration::from_secs(seconds))
+        }
     }
 }
 
@@ -367,14 +369,20 @@ fn mixed_event(i: usize) -> (Source, String) {
             k % 100_000,
             k / 100_000
         ),
-        _ => format!(r#"[{{"type":"pageview","session_id":"S-{}","user_guid":"USR-{user}","created_at":{t}}}]"#, k % 50_000),
+        _ => format!(
+            r#"[{{"type":"pageview","session_id":"S-{}","user_guid":"USR-{user}","created_at":{t}}}]"#,
+            k % 50_000
+        ),
     };
     (Source::Mx, body)
 }
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn reset_peak_rss() {
@@ -384,14 +392,26 @@ fn reset_peak_rss() {
 
 fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
     let db = fresh_db(dir, "rebuild.db")?;
-    let store = Store::open(&db, Options { synchronous: Synchronous::Normal, ..Options::default() })?;
+    let store = Store::open(
+        &db,
+        Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        },
+    )?;
     let t = Instant::now();
     let w = store.writer();
     let mut batch: Vec<Event> = Vec::with_capacity(8192);
     let flush = |batch: &mut Vec<Event>| -> anyhow::Result<()> {
         let events = std::mem::take(batch);
         let source = events.first().map_or(Source::Mx, |e| e.source);
-        w.append(vec![Submission { source, received_at: 0, request_id: None, size: 0, body: Body::Events(events) }])?;
+        w.append(vec![Submission {
+            source,
+            received_at: 0,
+            request_id: None,
+            size: 0,
+            body: Body::Events(events),
+        }])?;
         Ok(())
     };
     for i in 0..n {
@@ -425,7 +445,11 @@ fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
     let scan = t.elapsed();
     anyhow::ensure!(rows as usize >= n, "scan read {rows} rows");
 
-    let mut runner = projector::Runner::new(store.writer(), store.reader()?, projector::Config::default());
+    let mut runner = projector::Runner::new(
+        store.writer(),
+        store.reader()?,
+        projector::Config::default(),
+    );
     reset_peak_rss();
     let rss_before = peak_rss_kib();
     let t = Instant::now();
@@ -438,11 +462,18 @@ fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
     let total = t.elapsed();
     let rss_peak = peak_rss_kib();
     let log_events = rows as f64;
-    println!("rebuild of a log of {rows} mixed events ({:.0} bytes per row read), both providers, synchronous=NORMAL", bytes as f64 / log_events);
+    println!(
+        "rebuild of a log of {rows} mixed events ({:.0} bytes per row read), both providers, synchronous=NORMAL",
+        bytes as f64 / log_events
+    );
     println!();
     println!("| what | time | log events/s | ratio to scan |");
     println!("|---|---|---|---|");
-    println!("| plain scan of the events table, every column (baseline) | {:.2} s | {:.0} | 1.00 |", scan.as_secs_f64(), log_events / scan.as_secs_f64());
+    println!(
+        "| plain scan of the events table, every column (baseline) | {:.2} s | {:.0} | 1.00 |",
+        scan.as_secs_f64(),
+        log_events / scan.as_secs_f64()
+    );
     println!(
         "| full rebuild, all four projections | {:.2} s | {:.0} | {:.2} |",
         total.as_secs_f64(),
@@ -453,7 +484,14 @@ fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
     println!("| projection | events folded | snapshots | time | events/s |");
     println!("|---|---|---|---|---|");
     for (r, d) in &per {
-        println!("| {} | {} | {} | {:.2} s | {:.0} |", r.projection.name(), r.events, r.keys, d.as_secs_f64(), r.events as f64 / d.as_secs_f64());
+        println!(
+            "| {} | {} | {} | {:.2} s | {:.0} |",
+            r.projection.name(),
+            r.events,
+            r.keys,
+            d.as_secs_f64(),
+            r.events as f64 / d.as_secs_f64()
+        );
     }
     println!();
     println!(
@@ -475,8 +513,18 @@ fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
             while !stop2.load(Ordering::Relaxed) {
                 let (source, body) = mixed_event(i);
                 i += 1;
-                let Ok(events) = parse_delivery(source, body.as_bytes()) else { continue };
-                if w.append(vec![Submission { source, received_at: 0, request_id: None, size: 0, body: Body::Events(events) }]).is_ok() {
+                let Ok(events) = parse_delivery(source, body.as_bytes()) else {
+                    continue;
+                };
+                if w.append(vec![Submission {
+                    source,
+                    received_at: 0,
+                    request_id: None,
+                    size: 0,
+                    body: Body::Events(events),
+                }])
+                .is_ok()
+                {
                     appended2.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -486,7 +534,9 @@ fn rebuild(dir: &Path, n: usize, duration: Duration) -> anyhow::Result<()> {
         while started.elapsed() < duration {
             let c = runner.catch_up()?;
             folded += c.events;
-            lags.lock().map(|mut l| l.push(reader.head().unwrap_or(0) - c.checkpoint)).ok();
+            lags.lock()
+                .map(|mut l| l.push(reader.head().unwrap_or(0) - c.checkpoint))
+                .ok();
             if c.events == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }

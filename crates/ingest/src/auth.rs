@@ -7,7 +7,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -90,7 +90,9 @@ impl Scheme {
         if encoded.is_empty() {
             return Err(ConfigError::Empty);
         }
-        let key = BASE64.decode(encoded).map_err(|_| ConfigError::BadWebhookSecret)?;
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|_| ConfigError::BadWebhookSecret)?;
         Ok(Scheme::StandardWebhooks(Secret::new(key)))
     }
 }
@@ -129,6 +131,14 @@ impl SourceAuth {
         self.schemes.is_empty()
     }
 
+    /// Whether checking needs the body (a signature scheme is configured). Otherwise requests
+    /// are checked before the body is read.
+    pub fn needs_body(&self) -> bool {
+        self.schemes
+            .iter()
+            .any(|s| matches!(s, Scheme::StandardWebhooks(_)))
+    }
+
     /// Checks a request's headers and raw body against the configured schemes. `now` is Unix
     /// seconds (time comes in as an argument).
     pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refused> {
@@ -156,19 +166,35 @@ fn check_one(scheme: &Scheme, headers: &HeaderMap, body: &[u8], now: i64) -> Res
     match scheme {
         Scheme::Basic(expected) => {
             let value = header(headers, "authorization").ok_or(Refused::Missing)?;
-            let Some(encoded) = strip_scheme(value, "basic") else { return Err(Refused::Missing) };
-            let decoded = BASE64.decode(encoded.trim()).map_err(|_| Refused::Invalid)?;
-            if expected.matches(&decoded) { Ok(()) } else { Err(Refused::Invalid) }
+            let Some(encoded) = strip_scheme(value, "basic") else {
+                return Err(Refused::Missing);
+            };
+            let decoded = BASE64
+                .decode(encoded.trim())
+                .map_err(|_| Refused::Invalid)?;
+            if expected.matches(&decoded) {
+                Ok(())
+            } else {
+                Err(Refused::Invalid)
+            }
         }
         Scheme::Bearer(expected) => {
             let value = header(headers, "authorization").ok_or(Refused::Missing)?;
-            let Some(token) = strip_scheme(value, "bearer") else { return Err(Refused::Missing) };
-            if expected.matches(token.trim().as_bytes()) { Ok(()) } else { Err(Refused::Invalid) }
+            let Some(token) = strip_scheme(value, "bearer") else {
+                return Err(Refused::Missing);
+            };
+            if expected.matches(token.trim().as_bytes()) {
+                Ok(())
+            } else {
+                Err(Refused::Invalid)
+            }
         }
         Scheme::StandardWebhooks(key) => {
-            let (Some(id), Some(timestamp), Some(signatures)) =
-                (header(headers, "webhook-id"), header(headers, "webhook-timestamp"), header(headers, "webhook-signature"))
-            else {
+            let (Some(id), Some(timestamp), Some(signatures)) = (
+                header(headers, "webhook-id"),
+                header(headers, "webhook-timestamp"),
+                header(headers, "webhook-signature"),
+            ) else {
                 return Err(Refused::Missing);
             };
             let ts: i64 = timestamp.trim().parse().map_err(|_| Refused::Malformed)?;
@@ -179,13 +205,21 @@ fn check_one(scheme: &Scheme, headers: &HeaderMap, body: &[u8], now: i64) -> Res
             let mut any = false;
             for candidate in signatures.split(' ').filter(|s| !s.is_empty()) {
                 any = true;
-                let Some(encoded) = candidate.strip_prefix("v1,") else { continue };
-                let Ok(sig) = BASE64.decode(encoded) else { continue };
+                let Some(encoded) = candidate.strip_prefix("v1,") else {
+                    continue;
+                };
+                let Ok(sig) = BASE64.decode(encoded) else {
+                    continue;
+                };
                 if sig.len() == expected.len() && bool::from(sig.as_slice().ct_eq(&expected)) {
                     return Ok(());
                 }
             }
-            if any { Err(Refused::Invalid) } else { Err(Refused::Malformed) }
+            if any {
+                Err(Refused::Invalid)
+            } else {
+                Err(Refused::Malformed)
+            }
         }
     }
 }
@@ -198,7 +232,7 @@ fn strip_scheme<'v>(value: &'v str, scheme: &str) -> Option<&'v str> {
 
 fn sign(key: &Secret, id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0) {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&key.0) {
         Ok(mac) => mac,
         Err(_) => return Vec::new(),
     };
@@ -211,9 +245,19 @@ fn sign(key: &Secret, id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
 }
 
 /// Signs as a Standard Webhooks sender would: `v1,BASE64`. For tests and tools.
-pub fn standard_webhooks_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, ConfigError> {
-    let Scheme::StandardWebhooks(key) = Scheme::standard_webhooks(secret)? else { return Err(ConfigError::BadWebhookSecret) };
-    Ok(format!("v1,{}", BASE64.encode(sign(&key, id, timestamp, body))))
+pub fn standard_webhooks_signature(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, ConfigError> {
+    let Scheme::StandardWebhooks(key) = Scheme::standard_webhooks(secret)? else {
+        return Err(ConfigError::BadWebhookSecret);
+    };
+    Ok(format!(
+        "v1,{}",
+        BASE64.encode(sign(&key, id, timestamp, body))
+    ))
 }
 
 #[cfg(test)]
@@ -236,47 +280,128 @@ mod tests {
     }
 
     fn signed(sig: &str, ts: i64) -> HeaderMap {
-        headers(&[("webhook-id", VECTOR_ID), ("webhook-timestamp", &ts.to_string()), ("webhook-signature", sig)])
+        headers(&[
+            ("webhook-id", VECTOR_ID),
+            ("webhook-timestamp", &ts.to_string()),
+            ("webhook-signature", sig),
+        ])
     }
 
     #[test]
     fn the_published_standard_webhooks_test_vector_verifies() {
-        assert_eq!(standard_webhooks_signature(VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY).expect("sign"), VECTOR_SIG);
-        let auth = SourceAuth::new(vec![Scheme::standard_webhooks(VECTOR_SECRET).expect("secret")]);
-        assert_eq!(auth.check(&signed(VECTOR_SIG, VECTOR_TS), VECTOR_BODY, VECTOR_TS), Ok(()));
+        assert_eq!(
+            standard_webhooks_signature(VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+                .expect("sign"),
+            VECTOR_SIG
+        );
+        let auth = SourceAuth::new(vec![
+            Scheme::standard_webhooks(VECTOR_SECRET).expect("secret"),
+        ]);
+        assert_eq!(
+            auth.check(&signed(VECTOR_SIG, VECTOR_TS), VECTOR_BODY, VECTOR_TS),
+            Ok(())
+        );
         // One of several signatures is enough (key rotation).
         let several = format!("v1,bm9wZQ== {VECTOR_SIG}");
-        assert_eq!(auth.check(&signed(&several, VECTOR_TS), VECTOR_BODY, VECTOR_TS + 10), Ok(()));
+        assert_eq!(
+            auth.check(&signed(&several, VECTOR_TS), VECTOR_BODY, VECTOR_TS + 10),
+            Ok(())
+        );
     }
 
     #[test]
     fn signatures_are_refused_when_anything_differs() {
-        let auth = SourceAuth::new(vec![Scheme::standard_webhooks(VECTOR_SECRET).expect("secret")]);
+        let auth = SourceAuth::new(vec![
+            Scheme::standard_webhooks(VECTOR_SECRET).expect("secret"),
+        ]);
         let h = signed(VECTOR_SIG, VECTOR_TS);
-        assert_eq!(auth.check(&h, br#"{"test": 2432232315}"#, VECTOR_TS), Err(Refused::Invalid), "another body");
-        assert_eq!(auth.check(&h, VECTOR_BODY, VECTOR_TS + TOLERANCE_SECS + 1), Err(Refused::Stale), "too old");
-        assert_eq!(auth.check(&h, VECTOR_BODY, VECTOR_TS - TOLERANCE_SECS - 1), Err(Refused::Stale), "from the future");
-        assert_eq!(auth.check(&h, VECTOR_BODY, VECTOR_TS + TOLERANCE_SECS), Ok(()), "at the edge");
-        assert_eq!(auth.check(&signed("v2,abc", VECTOR_TS), VECTOR_BODY, VECTOR_TS), Err(Refused::Invalid));
-        assert_eq!(auth.check(&signed(VECTOR_SIG, VECTOR_TS).clone(), VECTOR_BODY, VECTOR_TS), Ok(()));
-        let other = SourceAuth::new(vec![Scheme::standard_webhooks("whsec_c2VjcmV0").expect("secret")]);
-        assert_eq!(other.check(&h, VECTOR_BODY, VECTOR_TS), Err(Refused::Invalid), "another key");
-        assert_eq!(auth.check(&HeaderMap::new(), VECTOR_BODY, VECTOR_TS), Err(Refused::Missing));
-        let bad_ts = headers(&[("webhook-id", "x"), ("webhook-timestamp", "soon"), ("webhook-signature", VECTOR_SIG)]);
-        assert_eq!(auth.check(&bad_ts, VECTOR_BODY, VECTOR_TS), Err(Refused::Malformed));
+        assert_eq!(
+            auth.check(&h, br#"{"test": 2432232315}"#, VECTOR_TS),
+            Err(Refused::Invalid),
+            "another body"
+        );
+        assert_eq!(
+            auth.check(&h, VECTOR_BODY, VECTOR_TS + TOLERANCE_SECS + 1),
+            Err(Refused::Stale),
+            "too old"
+        );
+        assert_eq!(
+            auth.check(&h, VECTOR_BODY, VECTOR_TS - TOLERANCE_SECS - 1),
+            Err(Refused::Stale),
+            "from the future"
+        );
+        assert_eq!(
+            auth.check(&h, VECTOR_BODY, VECTOR_TS + TOLERANCE_SECS),
+            Ok(()),
+            "at the edge"
+        );
+        assert_eq!(
+            auth.check(&signed("v2,abc", VECTOR_TS), VECTOR_BODY, VECTOR_TS),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(
+            auth.check(
+                &signed(VECTOR_SIG, VECTOR_TS).clone(),
+                VECTOR_BODY,
+                VECTOR_TS
+            ),
+            Ok(())
+        );
+        let other = SourceAuth::new(vec![
+            Scheme::standard_webhooks("whsec_c2VjcmV0").expect("secret"),
+        ]);
+        assert_eq!(
+            other.check(&h, VECTOR_BODY, VECTOR_TS),
+            Err(Refused::Invalid),
+            "another key"
+        );
+        assert_eq!(
+            auth.check(&HeaderMap::new(), VECTOR_BODY, VECTOR_TS),
+            Err(Refused::Missing)
+        );
+        let bad_ts = headers(&[
+            ("webhook-id", "x"),
+            ("webhook-timestamp", "soon"),
+            ("webhook-signature", VECTOR_SIG),
+        ]);
+        assert_eq!(
+            auth.check(&bad_ts, VECTOR_BODY, VECTOR_TS),
+            Err(Refused::Malformed)
+        );
     }
 
     #[test]
     fn basic_and_bearer_accept_only_the_configured_credentials() {
-        let auth = SourceAuth::new(vec![Scheme::basic("mx:pa:ss").expect("basic"), Scheme::bearer("tok").expect("bearer")]);
+        let auth = SourceAuth::new(vec![
+            Scheme::basic("mx:pa:ss").expect("basic"),
+            Scheme::bearer("tok").expect("bearer"),
+        ]);
         let basic = |s: &str| headers(&[("authorization", &format!("Basic {}", BASE64.encode(s)))]);
         assert_eq!(auth.check(&basic("mx:pa:ss"), b"", 0), Ok(()));
-        assert_eq!(auth.check(&basic("mx:pa:sS"), b"", 0), Err(Refused::Invalid));
-        assert_eq!(auth.check(&headers(&[("authorization", "bearer tok")]), b"", 0), Ok(()), "scheme names ignore case");
-        assert_eq!(auth.check(&headers(&[("authorization", "Bearer tok2")]), b"", 0), Err(Refused::Invalid));
-        assert_eq!(auth.check(&headers(&[("authorization", "Digest x")]), b"", 0), Err(Refused::Missing));
+        assert_eq!(
+            auth.check(&basic("mx:pa:sS"), b"", 0),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(
+            auth.check(&headers(&[("authorization", "bearer tok")]), b"", 0),
+            Ok(()),
+            "scheme names ignore case"
+        );
+        assert_eq!(
+            auth.check(&headers(&[("authorization", "Bearer tok2")]), b"", 0),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(
+            auth.check(&headers(&[("authorization", "Digest x")]), b"", 0),
+            Err(Refused::Missing)
+        );
         assert_eq!(auth.check(&HeaderMap::new(), b"", 0), Err(Refused::Missing));
-        assert!(SourceAuth::default().check(&HeaderMap::new(), b"", 0).is_ok(), "nothing configured: open");
+        assert!(
+            SourceAuth::default()
+                .check(&HeaderMap::new(), b"", 0)
+                .is_ok(),
+            "nothing configured: open"
+        );
     }
 
     #[test]
@@ -287,9 +412,17 @@ mod tests {
             Scheme::standard_webhooks("whsec_aHVudGVyMg==").expect("sw"),
         ];
         let shown = format!("{:?}", SourceAuth::new(schemes.to_vec()));
-        assert!(!shown.contains("hunter2") && !shown.contains("aHVudGVyMg"), "{shown}");
-        assert_eq!(Scheme::basic("nocolon").expect_err("bad").to_string(), "basic auth credentials must be USER:PASSWORD");
-        let err = Scheme::standard_webhooks("whsec_!!!not-base64").expect_err("bad").to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("aHVudGVyMg"),
+            "{shown}"
+        );
+        assert_eq!(
+            Scheme::basic("nocolon").expect_err("bad").to_string(),
+            "basic auth credentials must be USER:PASSWORD"
+        );
+        let err = Scheme::standard_webhooks("whsec_!!!not-base64")
+            .expect_err("bad")
+            .to_string();
         assert!(!err.contains("not-base64"), "{err}");
     }
 }

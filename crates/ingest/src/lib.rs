@@ -1,0 +1,258 @@
+//! journeyd's webhook side: `POST /webhooks/mx` and `POST /webhooks/mobile-journeys`
+//! (DESIGN.md sections 3, 8 and 9).
+//!
+//! Each request goes: authenticate (on the raw bytes, before parsing) -> size limit -> split
+//! into events or keep whole for quarantine (`events`) -> queue for the writer without blocking
+//! -> answer after the commit: `204` stored (new or duplicate), `202` quarantined, `401`, `413`,
+//! or `503` with `Retry-After` when the writer's queue is full or the store failed (nothing was
+//! acknowledged, the provider retries).
+//!
+//! What it does not do: serve reads, project, or hold any state but counters.
+
+pub mod auth;
+mod metrics;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use events::Source;
+use store::{Quarantined, Submission, WriterHandle};
+
+pub use auth::{Scheme, SourceAuth};
+pub use metrics::IngestMetrics;
+
+/// Bodies larger than this are parsed on the blocking pool rather than an async worker.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// Where the clock comes from: milliseconds since the Unix epoch.
+pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Everything the webhook routes need.
+pub struct Ingest {
+    /// Appends go here.
+    pub writer: WriterHandle,
+    /// Authentication for `/webhooks/mx`.
+    pub mx: SourceAuth,
+    /// Authentication for `/webhooks/mobile-journeys`.
+    pub mobile_journeys: SourceAuth,
+    /// The largest body accepted, in bytes.
+    pub max_body: usize,
+    /// The clock.
+    pub now: Now,
+    /// Counters.
+    pub metrics: IngestMetrics,
+}
+
+/// The two webhook routes.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/webhooks/mx", post(mx))
+        .route("/webhooks/mobile-journeys", post(mobile_journeys))
+        .with_state(ingest)
+}
+
+async fn mx(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    receive(&ingest, Source::Mx, request).await
+}
+
+async fn mobile_journeys(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    receive(&ingest, Source::MobileJourneys, request).await
+}
+
+/// A JSON error: `{"error": {"code", "message"}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn unavailable(message: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The request id: the sender's `x-request-id` if it gave a sane one, else a new UUID.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The headers kept with a quarantined body, as a JSON object.
+fn selected_headers(headers: &HeaderMap) -> String {
+    let mut m = serde_json::Map::new();
+    for name in [
+        "content-type",
+        "content-length",
+        "user-agent",
+        "x-request-id",
+        "webhook-id",
+        "webhook-timestamp",
+    ] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            m.insert(name.to_owned(), serde_json::Value::String(v.to_owned()));
+        }
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+async fn receive(ingest: &Ingest, source: Source, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let id = request_id(&headers);
+    let span = tracing::info_span!("webhook", source = source.as_str(), request_id = %id);
+    let _guard = span.enter();
+    let auth = match source {
+        Source::Mx => &ingest.mx,
+        Source::MobileJourneys => &ingest.mobile_journeys,
+    };
+    let now_ms = (ingest.now)();
+    // Header-only schemes are checked before a byte of the body is read.
+    if !auth.needs_body()
+        && let Err(refused) = auth.check(&headers, &[], now_ms / 1000)
+    {
+        tracing::info!(reason = %refused, "refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &refused.to_string(),
+        );
+    }
+    let bytes = match read_body(body, ingest.max_body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    if auth.needs_body()
+        && let Err(refused) = auth.check(&headers, &bytes, now_ms / 1000)
+    {
+        tracing::info!(reason = %refused, "refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &refused.to_string(),
+        );
+    }
+    drop(_guard);
+    store_body(ingest, source, &headers, id, now_ms, bytes).await
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, max).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            // `to_bytes` fails on the limit, or on a connection that broke mid-body.
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            if over {
+                Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    &format!("the body is larger than {max} bytes"),
+                ))
+            } else {
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the body could not be read",
+                ))
+            }
+        }
+    }
+}
+
+async fn store_body(
+    ingest: &Ingest,
+    source: Source,
+    headers: &HeaderMap,
+    id: String,
+    now_ms: i64,
+    bytes: Bytes,
+) -> Response {
+    let size = bytes.len();
+    let header_json = selected_headers(headers);
+    let split = move || match events::parse_delivery(source, &bytes) {
+        Ok(events) => store::Body::Events(events),
+        Err(rejection) => store::Body::Quarantine(Quarantined {
+            reason: rejection.to_string(),
+            headers: header_json,
+            bytes: bytes.to_vec(),
+        }),
+    };
+    let body = if size <= INLINE_PARSE_BYTES {
+        split()
+    } else {
+        match tokio::task::spawn_blocking(split).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "parsing task failed");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            }
+        }
+    };
+    let quarantine_reason = match &body {
+        store::Body::Quarantine(q) => Some(q.reason.clone()),
+        _ => None,
+    };
+    let submission = Submission {
+        source,
+        received_at: now_ms,
+        request_id: Some(id),
+        size,
+        body,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    match ingest.writer.try_submit(vec![submission], move |r| {
+        let _ = tx.send(r);
+    }) {
+        Ok(()) => {}
+        Err(store::Error::QueueFull) => {
+            ingest.metrics.rejected(source, "queue_full");
+            return unavailable("the store is busy; retry");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "append refused");
+            ingest.metrics.rejected(source, "store_error");
+            return unavailable("the store cannot take the request; retry");
+        }
+    }
+    match rx.await {
+        Ok(Ok(receipts)) => {
+            for r in &receipts {
+                ingest.metrics.stored(source, r);
+            }
+            match quarantine_reason {
+                Some(reason) => {
+                    tracing::info!(%reason, "quarantined");
+                    (
+                        StatusCode::ACCEPTED,
+                        axum::Json(serde_json::json!({"quarantined": true, "reason": reason})),
+                    )
+                        .into_response()
+                }
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "append failed; nothing acknowledged");
+            ingest.metrics.rejected(source, "store_error");
+            unavailable("the store failed to take the request; retry")
+        }
+        Err(_) => {
+            ingest.metrics.rejected(source, "store_error");
+            unavailable("the store is shutting down; retry")
+        }
+    }
+}
