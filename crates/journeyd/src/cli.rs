@@ -48,16 +48,36 @@ pub(crate) struct Cli {
     )]
     pub(crate) completing_stages: Vec<String>,
 
-    /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...).
-    #[arg(long, global = true, env = "JOURNEYD_LOG", default_value = "warn")]
-    pub(crate) log_level: String,
+    /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...). Default:
+    /// `info` for `serve`, `warn` for the other commands.
+    #[arg(long, global = true, env = "JOURNEYD_LOG")]
+    pub(crate) log_level: Option<String>,
+
+    /// Log format on stderr: `text` for people, `json` for machines (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "JOURNEYD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
 
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the daemon: webhook ingest, the projector and the read API in one process.
+    Serve(Box<ServeArgs>),
     /// Import delivery bodies from files: a `.json` file is one body, a `.ndjson` file (or `-`
     /// for stdin) has one body per line.
     Import(ImportArgs),
@@ -102,6 +122,80 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port and logs it).
+    #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+
+    /// MX: accept HTTP Basic with these credentials.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_BASIC_AUTH",
+        value_name = "USER:PASS",
+        hide_env_values = true
+    )]
+    pub(crate) mx_basic_auth: Option<String>,
+    /// MX: accept this static bearer token.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) mx_bearer_token: Option<String>,
+    /// MX: accept Standard Webhooks signatures made with this secret.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_WEBHOOK_SECRET",
+        value_name = "whsec_...",
+        hide_env_values = true
+    )]
+    pub(crate) mx_webhook_secret: Option<String>,
+
+    /// Mobile Journeys: accept HTTP Basic with these credentials.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_BASIC_AUTH",
+        value_name = "USER:PASS",
+        hide_env_values = true
+    )]
+    pub(crate) mobile_journeys_basic_auth: Option<String>,
+    /// Mobile Journeys: accept this static bearer token.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_BEARER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) mobile_journeys_bearer_token: Option<String>,
+    /// Mobile Journeys: accept Standard Webhooks signatures made with this secret.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_WEBHOOK_SECRET",
+        value_name = "whsec_...",
+        hide_env_values = true
+    )]
+    pub(crate) mobile_journeys_webhook_secret: Option<String>,
+
+    /// Require `Authorization: Bearer TOKEN` on the read API (`/v1/...`).
+    #[arg(
+        long,
+        env = "JOURNEYD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) api_token: Option<String>,
+
+    /// The largest webhook body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "JOURNEYD_MAX_BODY", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub(crate) max_body: usize,
+
+    /// Requests that may wait for the writer; past this, webhooks get 503 with Retry-After.
+    #[arg(long, env = "JOURNEYD_QUEUE", default_value_t = 1024, value_name = "N")]
+    pub(crate) queue: usize,
 }
 
 #[derive(Debug, Args)]

@@ -6,11 +6,15 @@
 //! workspace's `tests` package) can build an executable from exactly this code: cargo gives an
 //! integration test only the binaries of its own package.
 
+mod api;
 mod cli;
 mod import;
+mod metrics;
+mod openapi;
 mod output;
 mod project;
 mod query;
+mod serve;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,7 +41,15 @@ where
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    init_tracing(&cli.log_level);
+    let default_level = if matches!(cli.command, cli::Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_tracing(
+        cli.log_level.as_deref().unwrap_or(default_level),
+        cli.log_format,
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,6 +64,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let config = project::config(&cli.completing_stages);
     let db = &cli.db;
     match cli.command {
+        cli::Command::Serve(args) => serve::run(db, cli.synchronous, &config, &args),
         cli::Command::Import(args) => import::run(db, cli.synchronous, &config, &args, &out),
         cli::Command::Events(args) => query::events(db, &args, &out),
         cli::Command::Stats => query::stats(db, &out),
@@ -85,16 +98,19 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        // Already installed: this process ran a command before (the load generator does).
-        .ok();
+        .with_writer(std::io::stderr);
+    // Already installed: this process ran a command before (the load generator does).
+    let _ = match format {
+        cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 /// Milliseconds since the Unix epoch, now. The one place the binary reads the clock for events.

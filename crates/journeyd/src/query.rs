@@ -57,7 +57,7 @@ pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Resu
 /// The `stats` document: the same as `GET /v1/stats` (DESIGN.md section 8), then the log's
 /// breakdown.
 #[derive(Serialize)]
-struct Stats {
+pub(crate) struct Stats {
     events: i64,
     journeys: JourneyCounts,
     members: i64,
@@ -84,8 +84,8 @@ struct ProjectorStats {
     lag: i64,
 }
 
-pub(crate) fn stats(db: &Path, out: &Output) -> anyhow::Result<()> {
-    let reader = Reader::open(db)?;
+/// The stats document from one reader.
+pub(crate) fn stats_document(reader: &Reader) -> anyhow::Result<Stats> {
     let log = reader.stats()?;
     let counts = reader.projection_counts()?;
     let checkpoint = reader
@@ -115,6 +115,11 @@ pub(crate) fn stats(db: &Path, out: &Output) -> anyhow::Result<()> {
         by_source: log.by_source,
         by_kind: log.by_kind,
     };
+    Ok(stats)
+}
+
+pub(crate) fn stats(db: &Path, out: &Output) -> anyhow::Result<()> {
+    let stats = stats_document(&Reader::open(db)?)?;
     if out.json {
         return out.json(&stats);
     }

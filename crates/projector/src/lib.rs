@@ -23,4 +23,24 @@ mod runner;
 pub mod user;
 
 pub use model::{Config, Journeys, Members, Model, Resources, Users};
-pub use runner::{CatchUp, Rebuilt, Runner};
+pub use runner::{CatchUp, Change, Rebuilt, Runner};
+
+/// The projections an event folds into, with its key in each.
+pub fn projections_of(kind: events::Kind, keys: &events::Keys) -> Vec<(store::Projection, &str)> {
+    fn one<M: Model>(kind: events::Kind, keys: &events::Keys) -> Option<(store::Projection, &str)> {
+        if M::accepts(kind) {
+            M::key(keys).map(|k| (M::PROJECTION, k))
+        } else {
+            None
+        }
+    }
+    [
+        one::<Journeys>(kind, keys),
+        one::<Members>(kind, keys),
+        one::<Users>(kind, keys),
+        one::<Resources>(kind, keys),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}

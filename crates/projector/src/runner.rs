@@ -39,6 +39,19 @@ pub struct CatchUp {
     pub rebuilt: usize,
 }
 
+/// One snapshot that a committed batch changed (what the daemon's live stream announces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Which projection.
+    pub projection: Projection,
+    /// The snapshot's key.
+    pub key: String,
+    /// For journeys, the status after the change.
+    pub status: Option<String>,
+    /// The snapshot's `last_seq` after the change.
+    pub seq: i64,
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -239,6 +252,12 @@ impl Runner {
     /// projection whose stored version or configuration is not this build's. Returns when the
     /// snapshots are current with the log as it was read.
     pub fn catch_up(&mut self) -> store::Result<CatchUp> {
+        self.catch_up_with(&mut |_| {})
+    }
+
+    /// As [`Runner::catch_up`], calling `on_change` for every snapshot a committed batch wrote,
+    /// after its commit.
+    pub fn catch_up_with(&mut self, on_change: &mut dyn FnMut(Change)) -> store::Result<CatchUp> {
         let mut done = CatchUp::default();
         for projection in self.sync()? {
             tracing::info!(
@@ -278,8 +297,22 @@ impl Runner {
             let u = self.users.fold(&inputs, end, r, c, &mut batch)?;
             let s = self.resources.fold(&inputs, end, r, c, &mut batch)?;
             let rows = batch.rows.len() as u64;
+            let changes: Vec<Change> = batch
+                .rows
+                .iter()
+                .map(|(projection, row)| Change {
+                    projection: *projection,
+                    key: row.key.clone(),
+                    status: match &row.columns {
+                        store::Columns::Journey { status, .. } => Some(status.clone()),
+                        _ => None,
+                    },
+                    seq: row.last_seq,
+                })
+                .collect();
             match self.writer.project(batch) {
                 Ok(()) => {
+                    changes.into_iter().for_each(&mut *on_change);
                     self.journeys.commit(j, end);
                     self.members.commit(m, end);
                     self.users.commit(u, end);

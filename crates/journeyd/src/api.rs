@@ -1,0 +1,450 @@
+//! The read API (DESIGN.md section 8): snapshots, lists, the log, stats, the live stream,
+//! health and metrics. Read-only: every query runs on a pooled read-only SQLite connection on
+//! the blocking pool, beside the writer (WAL).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream::{self, Stream, StreamExt};
+use ingest::error;
+use projector::Change;
+use serde::Deserialize;
+use store::{JourneyFilter, Projection, Reader, StreamKey};
+use tokio::sync::{broadcast, watch};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::metrics::Metrics;
+use crate::output::{EventJson, SnapshotJson};
+
+/// Read-only connections, reused across requests.
+pub(crate) struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Reader>>,
+}
+
+/// Idle connections kept; more are opened under load and closed after.
+const POOL_IDLE: usize = 16;
+
+impl ReaderPool {
+    pub(crate) fn new(path: PathBuf) -> Arc<ReaderPool> {
+        Arc::new(ReaderPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` with a reader on the blocking pool.
+    pub(crate) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Reader) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let pool = Arc::clone(self);
+        let joined = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
+            let reader = match pool.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(r) => r,
+                None => Reader::open(&pool.path)?,
+            };
+            let out = f(&reader);
+            if let Ok(mut idle) = pool.idle.lock()
+                && idle.len() < POOL_IDLE
+            {
+                idle.push(reader);
+            }
+            out
+        })
+        .await;
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ApiError::internal(e)),
+            Err(e) => Err(ApiError::internal(anyhow::anyhow!(
+                "query task failed: {e}"
+            ))),
+        }
+    }
+}
+
+/// An error answered as `{"error": {"code", "message"}}`. Internal details are logged here,
+/// once, and never sent.
+pub(crate) struct ApiError(Response);
+
+impl ApiError {
+    fn internal(e: anyhow::Error) -> ApiError {
+        tracing::error!(error = format!("{e:#}"), "read API query failed");
+        ApiError(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ))
+    }
+
+    fn not_found(what: &str) -> ApiError {
+        ApiError(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no {what}"),
+        ))
+    }
+
+    fn bad_request(message: &str) -> ApiError {
+        ApiError(error(StatusCode::BAD_REQUEST, "bad_request", message))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+/// What the read routes share.
+pub(crate) struct Api {
+    pub(crate) pool: Arc<ReaderPool>,
+    pub(crate) token: Option<ingest::SourceAuth>,
+    pub(crate) changes: broadcast::Sender<Change>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) projector_alive: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The read routes. `/v1/...` is behind the API token when one is set; health, metrics and
+/// the OpenAPI document are not.
+pub(crate) fn router(api: Arc<Api>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/journeys", get(list_journeys))
+        .route("/v1/journeys/{id}", get(journey))
+        .route("/v1/journeys/{id}/events", get(journey_events))
+        .route("/v1/members/{guid}", get(member))
+        .route("/v1/users/{guid}", get(user))
+        .route("/v1/resources/{resource_type}/{guid}", get(resource))
+        .route("/v1/events", get(events))
+        .route("/v1/stats", get(stats))
+        .route("/v1/stream", get(stream_changes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&api),
+            require_token,
+        ));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(api)
+}
+
+async fn require_token(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    if let Some(auth) = &api.token
+        && let Err(refused) = auth.check(request.headers(), &[], 0)
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &refused.to_string(),
+        );
+    }
+    next.run(request).await
+}
+
+async fn snapshot(
+    api: &Api,
+    projection: Projection,
+    key: String,
+    what: &'static str,
+) -> Result<Response, ApiError> {
+    let shown = key.clone();
+    let doc = api
+        .pool
+        .run(move |r| {
+            Ok(match r.snapshot(projection, &key)? {
+                Some(s) => Some(serde_json::to_vec(&SnapshotJson::new(&s)?)?),
+                None => None,
+            })
+        })
+        .await?;
+    match doc {
+        Some(bytes) => Ok(json_bytes(bytes)),
+        None => Err(ApiError::not_found(&format!("{what} {shown}"))),
+    }
+}
+
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+async fn journey(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    snapshot(&api, Projection::Journeys, id, "journey").await
+}
+
+async fn member(
+    State(api): State<Arc<Api>>,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    snapshot(&api, Projection::Members, guid, "member").await
+}
+
+async fn user(State(api): State<Arc<Api>>, Path(guid): Path<String>) -> Result<Response, ApiError> {
+    snapshot(&api, Projection::Users, guid, "user").await
+}
+
+async fn resource(
+    State(api): State<Arc<Api>>,
+    Path((resource_type, guid)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    snapshot(
+        &api,
+        Projection::Resources,
+        format!("{resource_type}/{guid}"),
+        "resource",
+    )
+    .await
+}
+
+/// Query parameters of `GET /v1/journeys`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct JourneysQuery {
+    status: Option<String>,
+    journey_id: Option<String>,
+    customer_reference: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+const MAX_LIMIT: usize = 1000;
+
+fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => Ok(n.min(MAX_LIMIT)),
+    }
+}
+
+async fn list_journeys(
+    State(api): State<Arc<Api>>,
+    query: Result<Query<JourneysQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
+    if let Some(s) = &q.status
+        && !["created", "opened", "paid", "completed"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "status must be created, opened, paid or completed",
+        ));
+    }
+    let limit = limit(q.limit, 50)?;
+    let filter = JourneyFilter {
+        status: q.status,
+        journey_id: q.journey_id,
+        customer_reference: q.customer_reference,
+        after: q.after,
+        limit,
+    };
+    let bytes = api
+        .pool
+        .run(move |r| {
+            let items = r.journeys(&filter)?;
+            let next = if items.len() == limit {
+                items.last().map(|s| s.key.clone())
+            } else {
+                None
+            };
+            let docs = items
+                .iter()
+                .map(SnapshotJson::new)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(serde_json::to_vec(
+                &serde_json::json!({"items": docs, "next": next}),
+            )?)
+        })
+        .await?;
+    Ok(json_bytes(bytes))
+}
+
+/// Query parameters of the log routes.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+fn events_page(records: &[store::EventRecord], limit: usize) -> anyhow::Result<Vec<u8>> {
+    let next_after = if records.len() == limit {
+        records.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    let events = records
+        .iter()
+        .map(EventJson::new)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(serde_json::to_vec(
+        &serde_json::json!({"events": events, "next_after": next_after}),
+    )?)
+}
+
+async fn events(
+    State(api): State<Arc<Api>>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
+    let (after, limit) = (q.after.unwrap_or(0), limit(q.limit, 100)?);
+    let bytes = api
+        .pool
+        .run(move |r| events_page(&r.events(after, limit)?, limit))
+        .await?;
+    Ok(json_bytes(bytes))
+}
+
+async fn journey_events(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
+    let (after, limit) = (q.after.unwrap_or(0), limit(q.limit, 100)?);
+    let shown = id.clone();
+    let page = api
+        .pool
+        .run(move |r| {
+            if r.snapshot(Projection::Journeys, &id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(events_page(
+                &r.events_by_key(StreamKey::Journey(&id), after, limit)?,
+                limit,
+            )?))
+        })
+        .await?;
+    match page {
+        Some(bytes) => Ok(json_bytes(bytes)),
+        None => Err(ApiError::not_found(&format!("journey {shown}"))),
+    }
+}
+
+async fn stats(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+    let bytes = api
+        .pool
+        .run(|r| Ok(serde_json::to_vec(&crate::query::stats_document(r)?)?))
+        .await?;
+    Ok(json_bytes(bytes))
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    let db = api.pool.run(|r| Ok(r.head()?)).await.is_ok();
+    let projector = api.projector_alive.load(Ordering::Relaxed);
+    let body = serde_json::json!({"database": db, "projector": projector});
+    if db && projector {
+        axum::Json(body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let text = api.metrics.encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    json_bytes(crate::openapi::document().into_bytes())
+}
+
+/// Replays, from the log, the snapshot changes after `after`: what a client that saw events up
+/// to `after` missed. At most `MAX_REPLAY` log events; the journey status is the current one.
+const MAX_REPLAY: usize = 10_000;
+
+fn replay(r: &Reader, after: i64) -> anyhow::Result<Vec<Change>> {
+    let checkpoint = r.checkpoints()?.iter().map(|c| c.seq).min().unwrap_or(0);
+    let mut out: Vec<Change> = Vec::new();
+    for e in r
+        .events(after, MAX_REPLAY)?
+        .into_iter()
+        .filter(|e| e.seq <= checkpoint)
+    {
+        let Ok(kind) = e.kind.parse::<events::Kind>() else {
+            continue;
+        };
+        for (projection, key) in projector::projections_of(kind, &e.keys) {
+            let status = if projection == Projection::Journeys {
+                r.snapshot(projection, key)?
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s.state).ok())
+                    .and_then(|v| v["status"].as_str().map(str::to_owned))
+            } else {
+                None
+            };
+            out.push(Change {
+                projection,
+                key: key.to_owned(),
+                status,
+                seq: e.seq,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn sse_event(c: &Change) -> SseEvent {
+    let mut data = serde_json::json!({"key": c.key, "seq": c.seq});
+    if let Some(s) = &c.status {
+        data["status"] = serde_json::Value::String(s.clone());
+    }
+    SseEvent::default()
+        .id(c.seq.to_string())
+        .event(c.projection.name())
+        .data(data.to_string())
+}
+
+async fn stream_changes(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let last: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    // Subscribe before replaying, so nothing falls between the two.
+    let live = BroadcastStream::new(api.changes.subscribe());
+    let missed = match last {
+        Some(after) => api.pool.run(move |r| replay(r, after)).await?,
+        None => Vec::new(),
+    };
+    let replayed_to = missed.last().map_or(last.unwrap_or(0), |c| c.seq);
+    let mut shutdown = api.shutdown.clone();
+    let ended = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let live = live.filter_map(move |c| async move {
+        match c {
+            Ok(c) if c.seq > replayed_to => Some(Ok(sse_event(&c))),
+            // Too slow a client skips ahead; it can resume with Last-Event-ID.
+            _ => None,
+        }
+    });
+    let all = stream::iter(missed.into_iter().map(|c| Ok(sse_event(&c))))
+        .chain(live)
+        .take_until(ended);
+    Ok(Sse::new(all).keep_alive(KeepAlive::default()))
+}

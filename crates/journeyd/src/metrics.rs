@@ -1,0 +1,135 @@
+//! The daemon's Prometheus metrics (`GET /metrics`). What each one means is in
+//! `docs/operations.md`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use store::CommitInfo;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    status: String,
+}
+
+/// Every metric, and the registry that prints them.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) ingest: ingest::IngestMetrics,
+    requests: Family<RouteLabels, Counter>,
+    commit_events: Histogram,
+    commit_seconds: Histogram,
+    lag: Gauge,
+    checkpoint: Gauge,
+    ack_to_projected: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let ingest = ingest::IngestMetrics::default();
+        ingest.register(&mut registry);
+        let requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "journeyd_http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        registry.register(
+            "journeyd_commit_events",
+            "Events newly appended per writer commit (group commit size)",
+            commit_events.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "journeyd_commit_seconds",
+            "Writer transaction time, BEGIN to COMMIT (fsync included)",
+            commit_seconds.clone(),
+        );
+        let lag = Gauge::default();
+        registry.register(
+            "journeyd_projector_lag_events",
+            "Log head minus the projector's checkpoint",
+            lag.clone(),
+        );
+        let checkpoint = Gauge::default();
+        registry.register(
+            "journeyd_projector_checkpoint",
+            "The lowest projection checkpoint (seq)",
+            checkpoint.clone(),
+        );
+        let ack_to_projected = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "journeyd_ack_to_projected_seconds",
+            "From a commit (the webhook's acknowledgement) to the snapshots including it",
+            ack_to_projected.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ingest,
+            requests,
+            commit_events,
+            commit_seconds,
+            lag,
+            checkpoint,
+            ack_to_projected,
+        })
+    }
+
+    /// The Prometheus/OpenMetrics text.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics failed to encode");
+        }
+        out
+    }
+
+    pub(crate) fn commit(&self, c: &CommitInfo) {
+        if c.events_new > 0 {
+            self.commit_events.observe(c.events_new as f64);
+        }
+        self.commit_seconds.observe(c.duration.as_secs_f64());
+    }
+
+    pub(crate) fn projector(&self, checkpoint: i64, lag: i64) {
+        self.checkpoint.set(checkpoint);
+        self.lag.set(lag);
+    }
+
+    pub(crate) fn projected(&self, waited: Duration) {
+        self.ack_to_projected.observe(waited.as_secs_f64());
+    }
+}
+
+/// Counts every response by its route pattern (not the raw path: bounded label values).
+pub(crate) async fn track(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    metrics
+        .requests
+        .get_or_create(&RouteLabels {
+            route,
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}

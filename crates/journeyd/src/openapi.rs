@@ -1,0 +1,279 @@
+//! `GET /openapi.json`: the HTTP interface as OpenAPI 3.1, built here from one table of routes.
+//! A test requests every route in the table from the real router and fails if one is missing
+//! or if the router answers a route the table does not list, so the two cannot drift.
+
+use serde_json::{Value, json};
+
+/// One operation: method, path, summary, parameters (name, in, description), responses.
+pub(crate) struct Operation {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) summary: &'static str,
+    pub(crate) params: &'static [(&'static str, &'static str, &'static str)],
+    pub(crate) responses: &'static [(u16, &'static str, Option<&'static str>)],
+}
+
+const DOC: Option<&str> = Some("Snapshot");
+const ERR: Option<&str> = Some("Error");
+
+/// Every route of the daemon.
+pub(crate) const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/webhooks/mx",
+        summary: "Receive an MX Platform webhook (one object, or an analytics array bare or as {\"_json\": [...]})",
+        params: &[],
+        responses: &[
+            (
+                204,
+                "Stored (new or duplicate), after a durable commit",
+                None,
+            ),
+            (
+                202,
+                "Quarantined: kept whole with the reason",
+                Some("Quarantined"),
+            ),
+            (401, "Missing or invalid credentials; nothing stored", ERR),
+            (413, "Body over the limit", ERR),
+            (
+                503,
+                "The store cannot take it now (Retry-After); nothing acknowledged",
+                ERR,
+            ),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/webhooks/mobile-journeys",
+        summary: "Receive an Esendex Mobile Journeys webhook (an array of events, or one event)",
+        params: &[],
+        responses: &[
+            (
+                204,
+                "Stored (new or duplicate), after a durable commit",
+                None,
+            ),
+            (
+                202,
+                "Quarantined: kept whole with the reason",
+                Some("Quarantined"),
+            ),
+            (401, "Missing or invalid credentials; nothing stored", ERR),
+            (413, "Body over the limit", ERR),
+            (
+                503,
+                "The store cannot take it now (Retry-After); nothing acknowledged",
+                ERR,
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/journeys",
+        summary: "Journeys, filtered, by correlation id",
+        params: &[
+            ("status", "query", "created | opened | paid | completed"),
+            ("journey_id", "query", "Only this journey definition"),
+            (
+                "customer_reference",
+                "query",
+                "Only this customer reference",
+            ),
+            ("after", "query", "Cursor: the `next` of the previous page"),
+            (
+                "limit",
+                "query",
+                "At most this many (default 50, at most 1000)",
+            ),
+        ],
+        responses: &[
+            (
+                200,
+                "{\"items\": [Snapshot], \"next\": cursor or null}",
+                Some("SnapshotPage"),
+            ),
+            (400, "Bad parameter", ERR),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/journeys/{id}",
+        summary: "One journey's state",
+        params: &[("id", "path", "The journey's correlationId")],
+        responses: &[(200, "The snapshot", DOC), (404, "Unknown journey", ERR)],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/journeys/{id}/events",
+        summary: "One journey's events, in arrival order",
+        params: &[
+            ("id", "path", "The journey's correlationId"),
+            ("after", "query", "Only seq greater than this"),
+            (
+                "limit",
+                "query",
+                "At most this many (default 100, at most 1000)",
+            ),
+        ],
+        responses: &[
+            (
+                200,
+                "{\"events\": [EventRecord], \"next_after\": seq or null}",
+                Some("EventPage"),
+            ),
+            (404, "Unknown journey", ERR),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/members/{guid}",
+        summary: "One MX member's state",
+        params: &[("guid", "path", "The member_guid")],
+        responses: &[(200, "The snapshot", DOC), (404, "Unknown member", ERR)],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/users/{guid}",
+        summary: "One MX user's state",
+        params: &[("guid", "path", "The user_guid")],
+        responses: &[(200, "The snapshot", DOC), (404, "Unknown user", ERR)],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/resources/{resource_type}/{guid}",
+        summary: "One MX resource's state",
+        params: &[
+            (
+                "resource_type",
+                "path",
+                "The envelope key: goal, account, ...",
+            ),
+            ("guid", "path", "The resource's guid"),
+        ],
+        responses: &[(200, "The snapshot", DOC), (404, "Unknown resource", ERR)],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/events",
+        summary: "The event log in arrival order",
+        params: &[
+            ("after", "query", "Only seq greater than this"),
+            (
+                "limit",
+                "query",
+                "At most this many (default 100, at most 1000)",
+            ),
+        ],
+        responses: &[(
+            200,
+            "{\"events\": [EventRecord], \"next_after\": seq or null}",
+            Some("EventPage"),
+        )],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/stats",
+        summary: "Counts for dashboards: events, journeys by status, members, users, resources, unknown, quarantined, log head, projector checkpoint and lag",
+        params: &[],
+        responses: &[(200, "The stats document", Some("Stats"))],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/stream",
+        summary: "Server-Sent Events, one per snapshot change: id = seq, event = projection, data = {\"key\", \"status\"?, \"seq\"}; resumable with Last-Event-ID",
+        params: &[("Last-Event-ID", "header", "Resume after this seq")],
+        responses: &[(200, "text/event-stream", None)],
+    },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "Alive",
+        params: &[],
+        responses: &[(200, "{\"status\": \"ok\"}", None)],
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        summary: "Ready: the database answers and the projector runs",
+        params: &[],
+        responses: &[
+            (200, "{\"database\": true, \"projector\": true}", None),
+            (503, "Not ready", None),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus text exposition",
+        params: &[],
+        responses: &[(200, "Metrics", None)],
+    },
+    Operation {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document",
+        params: &[],
+        responses: &[(200, "OpenAPI 3.1", None)],
+    },
+];
+
+/// The OpenAPI document.
+pub(crate) fn document() -> String {
+    let mut paths = serde_json::Map::new();
+    for op in OPERATIONS {
+        let params: Vec<Value> = op
+            .params
+            .iter()
+            .map(|(name, place, description)| {
+                json!({"name": name, "in": place, "required": *place == "path", "description": description, "schema": {"type": "string"}})
+            })
+            .collect();
+        let mut responses = serde_json::Map::new();
+        for (status, description, schema) in op.responses {
+            let mut r = json!({"description": description});
+            if let Some(s) = schema {
+                r["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
+            }
+            responses.insert(status.to_string(), r);
+        }
+        let mut operation =
+            json!({"summary": op.summary, "parameters": params, "responses": responses});
+        if op.path.starts_with("/v1/") {
+            operation["security"] = json!([{"apiToken": []}, {}]);
+        }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method] = operation;
+    }
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "journeyd", "version": env!("CARGO_PKG_VERSION"), "description": "Webhook-to-state projector for MX Platform and Esendex Mobile Journeys. See docs/api.md."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"apiToken": {"type": "http", "scheme": "bearer", "description": "--api-token, when set"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Quarantined": {"type": "object", "properties": {"quarantined": {"const": true}, "reason": {"type": "string"}}},
+                "Snapshot": {"type": "object", "required": ["key", "state", "meta"], "properties": {
+                    "key": {"type": "string"},
+                    "state": {"type": "object", "description": "The projection's state; fields in docs/projections.md"},
+                    "meta": {"type": "object", "properties": {"event_count": {"type": "integer"}, "last_seq": {"type": "integer"}, "updated_at": {"type": "string", "format": "date-time"}}}
+                }},
+                "SnapshotPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}}, "next": {"type": ["string", "null"]}}},
+                "EventRecord": {"type": "object", "properties": {
+                    "seq": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"}, "source": {"enum": ["mx", "mobile-journeys"]},
+                    "kind": {"type": "string"}, "keys": {"type": "object"}, "occurred_at": {"type": ["string", "null"], "format": "date-time"},
+                    "received_at": {"type": "string", "format": "date-time"}, "payload": {"description": "The event's JSON as received"}
+                }},
+                "EventPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/EventRecord"}}, "next_after": {"type": ["integer", "null"]}}},
+                "Stats": {"type": "object", "properties": {
+                    "events": {"type": "integer"}, "journeys": {"type": "object", "properties": {"total": {"type": "integer"}, "by_status": {"type": "object"}}},
+                    "members": {"type": "integer"}, "users": {"type": "integer"}, "resources": {"type": "integer"}, "unknown": {"type": "integer"},
+                    "quarantined": {"type": "integer"}, "log_head": {"type": "integer"},
+                    "projector": {"type": "object", "properties": {"checkpoint": {"type": "integer"}, "lag": {"type": "integer"}}}
+                }}
+            }
+        }
+    });
+    doc.to_string()
+}

@@ -1,0 +1,311 @@
+//! `journeyd serve`: webhook ingest, the projector and the read API in one process
+//! (DESIGN.md sections 7 to 9).
+//!
+//! Threads: tokio's workers serve HTTP; the store's writer thread commits; one projector thread
+//! catches up whenever the writer reports a commit (and once a second, to notice other
+//! processes' writes). SIGTERM or SIGINT: stop accepting, finish in-flight requests (at most
+//! [`DRAIN`]), let the projector reach the log head, close the store, exit 0.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ingest::{Ingest, Scheme, SourceAuth};
+use projector::{Change, Runner};
+use store::{Options, Store, Synchronous};
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{Api, ReaderPool};
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+
+/// How long in-flight requests may take to finish after a stop signal.
+const DRAIN: Duration = Duration::from_secs(7);
+
+/// Wakes the projector thread.
+#[derive(Default)]
+struct Wake {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        if let Ok(mut p) = self.pending.lock() {
+            *p = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits for a notification or `timeout`, whichever comes first.
+    fn wait(&self, timeout: Duration) {
+        let Ok(guard) = self.pending.lock() else {
+            return;
+        };
+        if let Ok((mut p, _)) = self.cv.wait_timeout_while(guard, timeout, |p| !*p) {
+            *p = false;
+        }
+    }
+}
+
+/// Holds `DB.lock` for the life of the process: a second `serve` on the same database refuses
+/// to start. The OS releases it when the process ends, however it ends.
+fn lock(db: &Path) -> anyhow::Result<File> {
+    let path = format!("{}.lock", db.display());
+    let file =
+        File::create(&path).with_context(|| format!("cannot create the lock file {path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "another journeyd serve is running on {} (it holds {path})",
+                db.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {path}"))
+        }
+    }
+}
+
+fn source_auth(
+    source: &str,
+    basic: &Option<String>,
+    bearer: &Option<String>,
+    secret: &Option<String>,
+) -> anyhow::Result<SourceAuth> {
+    let mut schemes = Vec::new();
+    if let Some(b) = basic {
+        schemes.push(Scheme::basic(b).with_context(|| format!("--{source}-basic-auth"))?);
+    }
+    if let Some(t) = bearer {
+        schemes.push(Scheme::bearer(t).with_context(|| format!("--{source}-bearer-token"))?);
+    }
+    if let Some(s) = secret {
+        schemes.push(
+            Scheme::standard_webhooks(s).with_context(|| format!("--{source}-webhook-secret"))?,
+        );
+    }
+    Ok(SourceAuth::new(schemes))
+}
+
+pub(crate) fn run(
+    db: &Path,
+    synchronous: Synchronous,
+    config: &projector::Config,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
+    let mx = source_auth(
+        "mx",
+        &args.mx_basic_auth,
+        &args.mx_bearer_token,
+        &args.mx_webhook_secret,
+    )?;
+    let mj = source_auth(
+        "mobile-journeys",
+        &args.mobile_journeys_basic_auth,
+        &args.mobile_journeys_bearer_token,
+        &args.mobile_journeys_webhook_secret,
+    )?;
+    let token = match &args.api_token {
+        Some(t) => Some(SourceAuth::new(vec![
+            Scheme::bearer(t).context("--api-token")?,
+        ])),
+        None => None,
+    };
+    let _lock = lock(db)?;
+    for (name, auth) in [("mx", &mx), ("mobile-journeys", &mj)] {
+        if auth.is_open() {
+            tracing::warn!(
+                source = name,
+                "no credentials configured: /webhooks/{name} accepts anyone who can reach it"
+            );
+        }
+    }
+    if token.is_none() {
+        tracing::warn!("no --api-token: the read API is open to anyone who can reach it");
+    }
+
+    let metrics = Metrics::new();
+    let wake = Arc::new(Wake::default());
+    // Commit times by head seq, to measure ack-to-projected.
+    let acks: Arc<Mutex<VecDeque<(i64, Instant)>>> = Arc::default();
+    let hook = {
+        let (metrics, wake, acks) = (Arc::clone(&metrics), Arc::clone(&wake), Arc::clone(&acks));
+        Arc::new(move |c: &store::CommitInfo| {
+            metrics.commit(c);
+            if c.events_new > 0 {
+                if let Ok(mut a) = acks.lock() {
+                    a.push_back((c.head, Instant::now()));
+                    // Bounded: if the projector is far behind, the oldest marks go.
+                    while a.len() > 100_000 {
+                        a.pop_front();
+                    }
+                }
+                wake.notify();
+            }
+        })
+    };
+    let store = Store::open(
+        db,
+        Options {
+            synchronous,
+            queue_capacity: args.queue.max(1),
+            on_commit: Some(hook),
+            ..Options::default()
+        },
+    )
+    .with_context(|| format!("cannot open the database {}", db.display()))?;
+
+    // Bring the snapshots to the log head (and rebuild any projection built by other code)
+    // before serving, so reads are current from the first request.
+    let mut runner = Runner::new(store.writer(), store.reader()?, config.clone());
+    let first = runner
+        .catch_up()
+        .context("projecting the log at start-up failed")?;
+    tracing::info!(
+        checkpoint = first.checkpoint,
+        rebuilt = first.rebuilt,
+        "snapshots current"
+    );
+
+    let (changes, _) = broadcast::channel::<Change>(4096);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let projector_alive = Arc::new(AtomicBool::new(true));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let projector = {
+        let (wake, changes, metrics, acks, alive, stopping) = (
+            Arc::clone(&wake),
+            changes.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&acks),
+            Arc::clone(&projector_alive),
+            Arc::clone(&stopping),
+        );
+        let reader = store.reader()?;
+        std::thread::Builder::new()
+            .name("journeyd-projector".into())
+            .spawn(move || {
+                loop {
+                    let last_round = stopping.load(Ordering::SeqCst);
+                    match runner.catch_up_with(&mut |c| {
+                        let _ = changes.send(c);
+                    }) {
+                        Ok(done) => {
+                            let head = reader.head().unwrap_or(done.checkpoint);
+                            metrics.projector(done.checkpoint, (head - done.checkpoint).max(0));
+                            if let Ok(mut a) = acks.lock() {
+                                while a.front().is_some_and(|(seq, _)| *seq <= done.checkpoint) {
+                                    if let Some((_, at)) = a.pop_front() {
+                                        metrics.projected(at.elapsed());
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "projection failed; retrying");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                    if last_round {
+                        break;
+                    }
+                    wake.wait(Duration::from_secs(1));
+                }
+                alive.store(false, Ordering::SeqCst);
+            })?
+    };
+
+    let ingest = Arc::new(Ingest {
+        writer: store.writer(),
+        mx,
+        mobile_journeys: mj,
+        max_body: args.max_body,
+        now: Arc::new(crate::now_millis),
+        metrics: metrics.ingest.clone(),
+    });
+    let api = Arc::new(Api {
+        pool: ReaderPool::new(db.to_path_buf()),
+        token,
+        changes,
+        shutdown: stop_rx,
+        projector_alive: Arc::clone(&projector_alive),
+        metrics: Arc::clone(&metrics),
+    });
+    let app = ingest::router(ingest).merge(crate::api::router(api)).layer(
+        axum::middleware::from_fn_with_state(Arc::clone(&metrics), crate::metrics::track),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("journeyd-http")
+        .build()?;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!("listening on http://{addr}");
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drain_rx.await;
+                })
+                .await
+        });
+        signal().await;
+        tracing::info!("stopping: no new connections; finishing in-flight requests");
+        let _ = stop_tx.send(true); // ends live streams
+        let _ = drain_tx.send(());
+        match tokio::time::timeout(DRAIN, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while stopping"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!(
+                "requests still running after {}s; stopping anyway",
+                DRAIN.as_secs()
+            ),
+        }
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Everything acknowledged is committed; project it before leaving.
+    stopping.store(true, Ordering::SeqCst);
+    wake.notify();
+    if projector.join().is_err() {
+        tracing::error!("the projector thread panicked");
+    }
+    store.close();
+    tracing::info!("stopped");
+    served
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
