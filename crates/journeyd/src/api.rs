@@ -74,12 +74,12 @@ impl ReaderPool {
 
 /// An error answered as `{"error": {"code", "message"}}`. Internal details are logged here,
 /// once, and never sent.
-pub(crate) struct ApiError(Response);
+pub(crate) struct ApiError(Box<Response>);
 
 impl ApiError {
     fn internal(e: anyhow::Error) -> ApiError {
         tracing::error!(error = format!("{e:#}"), "read API query failed");
-        ApiError(error(
+        ApiError(Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error",
@@ -87,7 +87,7 @@ impl ApiError {
     }
 
     fn not_found(what: &str) -> ApiError {
-        ApiError(error(
+        ApiError(Box::new(error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no {what}"),
@@ -95,13 +95,13 @@ impl ApiError {
     }
 
     fn bad_request(message: &str) -> ApiError {
-        ApiError(error(StatusCode::BAD_REQUEST, "bad_request", message))
+        ApiError(Box::new(error(StatusCode::BAD_REQUEST, "bad_request", message)))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
