@@ -77,25 +77,25 @@ impl ReaderPool {
 pub(crate) struct ApiError(Box<Response>);
 
 impl ApiError {
+    fn new(status: StatusCode, code: &str, message: &str) -> ApiError {
+        ApiError(Box::new(error(status, code, message)))
+    }
+
     fn internal(e: anyhow::Error) -> ApiError {
         tracing::error!(error = format!("{e:#}"), "read API query failed");
-        ApiError(Box::new(error(
+        ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error",
-        ))
+        )
     }
 
     fn not_found(what: &str) -> ApiError {
-        ApiError(Box::new(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no {what}"),
-        ))
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", &format!("no {what}"))
     }
 
     fn bad_request(message: &str) -> ApiError {
-        ApiError(Box::new(error(StatusCode::BAD_REQUEST, "bad_request", message)))
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
 
