@@ -155,3 +155,196 @@ pub fn seeds() -> PathBuf {
 pub fn arg(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// A running `journeyd serve` on a free port, with its own database.
+pub struct Daemon {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    agent: ureq::Agent,
+}
+
+/// A response: status, headers we look at, body.
+#[derive(Debug)]
+pub struct Http {
+    /// Status code.
+    pub status: u16,
+    /// `Retry-After`, if sent.
+    pub retry_after: Option<String>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Http {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Journeyd {
+    /// Starts `journeyd serve` on 127.0.0.1:0 with `args`; waits until it listens.
+    pub fn serve(&self, args: &[&str]) -> Daemon {
+        self.try_serve(args)
+            .unwrap_or_else(|log| panic!("journeyd serve did not start:\n{log}"))
+    }
+
+    /// As [`Journeyd::serve`], returning the log if it exits before listening.
+    pub fn try_serve(&self, args: &[&str]) -> Result<Daemon, String> {
+        use std::io::BufRead;
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = self
+            .command(&all)
+            .env("JOURNEYD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("journeyd serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(i) = line.find("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let url = line[i + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(url) => {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
+                Ok(Daemon {
+                    child,
+                    url,
+                    log,
+                    agent,
+                })
+            }
+            Err(_) => {
+                let _ = child.wait();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Err(log.lock().map(|l| l.clone()).unwrap_or_default())
+            }
+        }
+    }
+}
+
+impl Daemon {
+    fn http(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Http {
+        let mut r = r.expect("HTTP request");
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Http {
+            status,
+            retry_after,
+            body,
+        }
+    }
+
+    /// `POST path` with `body` and extra headers.
+    pub fn post(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Http {
+        let mut req = self.agent.post(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::http(req.send(body))
+    }
+
+    /// `POST path`; `None` when the connection fails (the daemon is gone).
+    pub fn try_post(&self, path: &str, body: &[u8]) -> Option<Http> {
+        let mut r = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .send(body)
+            .ok()?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Some(Http {
+            status,
+            retry_after: None,
+            body,
+        })
+    }
+
+    /// `GET path` with extra headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Http {
+        let mut req = self.agent.get(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::http(req.call())
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Http {
+        self.get_with(path, &[])
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the exit code.
+    pub fn terminate(mut self, timeout: std::time::Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no warning; waits for it to be gone.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,582 @@
+//! `journeyd serve` driven over HTTP, as providers, dashboards and operators would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::{Daemon, Journeyd, seeds};
+
+use crate::journeyd;
+
+const MJ: &str = "/webhooks/mobile-journeys";
+const MX: &str = "/webhooks/mx";
+
+fn mj_event(journey: usize, n: usize) -> String {
+    let kinds = [
+        "linkcreated",
+        "sessioncreated",
+        "paymentattempt",
+        "stage",
+        "documentgenerated",
+    ];
+    let data = match n % 5 {
+        0 => json!({"url": format!("https://x/{journey}"), "parameters": {"n": n}}),
+        1 => json!({"sessionId": format!("s{}", n % 3)}),
+        2 => {
+            json!({"sessionId": "s1", "paymentDetail": {"transactionId": format!("T{}", n % 2), "authorised": if n % 4 == 2 { "true" } else { "false" }, "amount": 1.5, "currency": "GBP"}})
+        }
+        3 => {
+            json!({"stageName": if n % 7 == 3 { "journeyEnd" } else { "details" }, "sessionData": {"n": n}})
+        }
+        _ => json!({"documentId": format!("D{}", n % 2)}),
+    };
+    let mut body = json!({"productId": "mobilejourneys", "eventId": kinds[n % 5], "eventVersion": "1", "eventTime": "2021-06-11T12:00:00Z",
+        "data": {"occurredAt": format!("2021-06-11T10:{:02}:00Z", n % 60), "journeyId": "2", "correlationId": format!("J-{journey}"), "customerReference": format!("AX-{journey}")}});
+    if let (Some(d), Value::Object(extra)) = (body["data"].as_object_mut(), data) {
+        d.extend(extra);
+    }
+    format!("[{body}]")
+}
+
+fn mx_event(n: usize) -> String {
+    let member = format!("MBR-{}", (n / 4) % 4);
+    let user = format!("USR-{}", (n / 4) % 2);
+    match n % 4 {
+        0 => json!({"action": "member_data_updated", "type": "AGGREGATION", "member_guid": member, "user_guid": user, "completed_at": 1_600_000_000 + n, "transactions_created_count": n % 3}),
+        1 => json!({"job": {"guid": format!("JOB-{}", n % 3), "member_guid": member, "user_guid": user, "status": 6, "status_name": "COMPLETED", "updated_at": 1_600_000_000 + n}}),
+        2 => json!({"action": "updated", "goal": {"guid": format!("GOL-{}", n % 3), "user_guid": user, "revision": n % 5, "name": format!("g{n}")}}),
+        _ => json!({"_json": [{"type": "pageview", "session_id": format!("S{}", n % 5), "user_guid": user, "created_at": 1_600_000_000 + n}]}),
+    }
+    .to_string()
+}
+
+fn corpus() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for n in 0..120 {
+        out.push((MJ, mj_event(n % 13, n)));
+        if n % 2 == 0 {
+            out.push((MX, mx_event(n / 2)));
+        }
+    }
+    out
+}
+
+/// Every snapshot the corpus produces, as the API serves it (states only: meta may differ).
+fn all_states(d: &Daemon) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let page = d.get(&format!("/v1/journeys?limit=5&after={after}")).json();
+        for item in page["items"].as_array().expect("items") {
+            out.insert(format!("journey {}", item["key"]), item["state"].clone());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    for path in (0..4)
+        .map(|m| format!("/v1/members/MBR-{m}"))
+        .chain((0..2).map(|u| format!("/v1/users/USR-{u}")))
+        .chain((0..3).map(|g| format!("/v1/resources/goal/GOL-{g}")))
+    {
+        let r = d.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        out.insert(path, r.json()["state"].clone());
+    }
+    out
+}
+
+/// Waits until the projector has caught up with everything acknowledged.
+fn settle(d: &Daemon) {
+    let started = Instant::now();
+    loop {
+        let s = d.get("/v1/stats").json();
+        if s["projector"]["lag"] == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "projector did not catch up: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_seed_example_over_http_is_stored_or_quarantined_and_projected() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    for (file, route, status) in [
+        ("mx-aggregation", MX, 204),
+        ("mx-analytics-ruby-nil", MX, 202),
+        ("mx-goal-created", MX, 204),
+        ("mx-job-status", MX, 204),
+        ("mj-standard-data", MJ, 204),
+        ("mj-linkcreated-trailing-comma", MJ, 202),
+        ("mj-sessioncreated", MJ, 204),
+        ("mj-paymentattempt", MJ, 204),
+        ("mj-documentgenerated", MJ, 204),
+        ("mj-stage", MJ, 204),
+    ] {
+        let body = std::fs::read(seeds().join(format!("{file}.json"))).expect("seed");
+        let r = d.post(route, &body, &[("content-type", "application/json")]);
+        assert_eq!(r.status, status, "{file}: {}", r.body);
+        if status == 202 {
+            assert_eq!(r.json()["quarantined"], true);
+            assert!(
+                r.json()["reason"]
+                    .as_str()
+                    .expect("reason")
+                    .contains("at line"),
+                "{}",
+                r.body
+            );
+        }
+    }
+    settle(&d);
+    let journey = d
+        .get("/v1/journeys/91daa348-0eb0-4062-b4b6-61fd467562b0")
+        .json();
+    assert_eq!(journey["state"]["status"], "completed");
+    assert_eq!(
+        journey["state"]["event_count"], 4,
+        "session, payment, document, stage (the placeholder eventId is unknown)"
+    );
+    assert_eq!(
+        d.get("/v1/members/MBR-48d9a481-f2a2-7e13-2685-62869cf0d33a")
+            .json()["state"]["job"]["status_name"],
+        "COMPLETED"
+    );
+    assert_eq!(
+        d.get("/v1/users/USR-dfb1b536-692d-f172-88c6-643a2691b30c")
+            .json()["state"]["goals"][0]["revision"],
+        71
+    );
+    assert_eq!(
+        d.get("/v1/resources/goal/GOL-537e6391-3c29-9130-4d4f-e44302608406")
+            .json()["state"]["type"],
+        "goal"
+    );
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(
+        (&stats["events"], &stats["unknown"], &stats["quarantined"]),
+        (&json!(8), &json!(1), &json!(2))
+    );
+    let history = d
+        .get("/v1/journeys/91daa348-0eb0-4062-b4b6-61fd467562b0/events")
+        .json();
+    assert_eq!(history["events"].as_array().expect("events").len(), 4);
+    assert_eq!(history["events"][0]["payload"]["eventId"], "sessioncreated");
+    assert_eq!(d.get("/v1/journeys/unknown").status, 404);
+    assert_eq!(d.get("/v1/journeys/unknown/events").status, 404);
+    assert_eq!(d.get("/v1/journeys?status=lost").status, 400);
+    assert_eq!(d.get("/v1/events?limit=2").json()["next_after"], 2);
+}
+
+#[test]
+fn one_corpus_in_order_and_shuffled_with_duplicates_gives_identical_states() {
+    let (ja, jb) = (journeyd(), journeyd());
+    let (a, b) = (ja.serve(&[]), jb.serve(&[]));
+    let items = corpus();
+    for (route, body) in &items {
+        assert_eq!(a.post(route, body.as_bytes(), &[]).status, 204);
+    }
+    // B: every delivery twice, in a scrambled order, from four concurrent senders.
+    let mut shuffled: Vec<(&str, String)> = items.iter().chain(items.iter()).cloned().collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..shuffled.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let b = Arc::new(b);
+    let chunks: Vec<Vec<(&str, String)>> = shuffled
+        .chunks(shuffled.len() / 4 + 1)
+        .map(<[_]>::to_vec)
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in chunks {
+            let b = Arc::clone(&b);
+            s.spawn(move || {
+                for (route, body) in chunk {
+                    assert_eq!(b.post(route, body.as_bytes(), &[]).status, 204);
+                }
+            });
+        }
+    });
+    settle(&a);
+    settle(&b);
+    let (sa, sb) = (all_states(&a), all_states(&b));
+    assert_eq!(sa.len(), 13 + 4 + 2 + 3);
+    assert_eq!(sa, sb);
+    assert_eq!(
+        a.get("/v1/stats").json()["events"],
+        b.get("/v1/stats").json()["events"],
+        "duplicates stored once"
+    );
+}
+
+#[test]
+fn each_auth_scheme_accepts_the_right_credentials_and_rejects_the_rest() {
+    let j = journeyd();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let d = j.serve(&[
+        "--mx-basic-auth",
+        "mx:s3cret",
+        "--mx-bearer-token",
+        "mx-token",
+        "--mobile-journeys-webhook-secret",
+        secret,
+        "--api-token",
+        "read-token",
+    ]);
+    let body = mj_event(1, 1);
+    let basic = |creds: &str| {
+        use base64_free::encode;
+        format!("Basic {}", encode(creds.as_bytes()))
+    };
+    let mx = mx_event(0);
+    assert_eq!(d.post(MX, mx.as_bytes(), &[]).status, 401, "no credentials");
+    assert_eq!(
+        d.post(MX, mx.as_bytes(), &[("authorization", &basic("mx:wrong"))])
+            .status,
+        401
+    );
+    assert_eq!(
+        d.post(MX, mx.as_bytes(), &[("authorization", "Bearer nope")])
+            .status,
+        401
+    );
+    assert_eq!(
+        d.post(MX, mx.as_bytes(), &[("authorization", &basic("mx:s3cret"))])
+            .status,
+        204
+    );
+    assert_eq!(
+        d.post(
+            MX,
+            mx_event(1).as_bytes(),
+            &[("authorization", "Bearer mx-token")]
+        )
+        .status,
+        204
+    );
+
+    // Standard Webhooks, signed now with the published test vector's secret.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let sig = ingest::auth::standard_webhooks_signature(secret, "msg_1", now, body.as_bytes())
+        .expect("sign");
+    let ts = now.to_string();
+    let signed = |sig: &str, ts: &str, body: &str| {
+        d.post(
+            MJ,
+            body.as_bytes(),
+            &[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", ts),
+                ("webhook-signature", sig),
+            ],
+        )
+        .status
+    };
+    assert_eq!(signed(&sig, &ts, &body), 204);
+    assert_eq!(
+        signed(&sig, &ts, &mj_event(1, 2)),
+        401,
+        "another body under the same signature"
+    );
+    assert_eq!(
+        signed(&format!("v1,AAAA {sig}"), &ts, &body),
+        204,
+        "any one of several signatures"
+    );
+    // The published vector itself: a correct signature, but from 2021: outside the tolerance.
+    let vector = d.post(
+        MJ,
+        br#"{"test": 2432232314}"#,
+        &[
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("webhook-timestamp", "1614265330"),
+            (
+                "webhook-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ],
+    );
+    assert_eq!(vector.status, 401);
+    assert_eq!(
+        vector.json()["error"]["message"],
+        "signature timestamp outside the tolerance"
+    );
+    assert_eq!(d.post(MJ, body.as_bytes(), &[]).status, 401);
+
+    // The read API wants its own token; health does not.
+    assert_eq!(d.get("/v1/stats").status, 401);
+    assert_eq!(
+        d.get_with("/v1/stats", &[("authorization", "Bearer mx-token")])
+            .status,
+        401
+    );
+    // Two MX events and one Mobile Journeys event (its second delivery was a duplicate).
+    assert_eq!(
+        d.get_with("/v1/stats", &[("authorization", "Bearer read-token")])
+            .json()["events"],
+        3
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    // Nothing of a refused request was stored, and no secret reached the log.
+    let log = d.log();
+    for secret in [
+        "s3cret",
+        "mx-token",
+        "read-token",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!log.contains(secret), "a secret was logged: {secret}");
+    }
+}
+
+/// Minimal base64 for the test's Basic header, so the test does not trust the code it checks.
+mod base64_free {
+    pub(crate) fn encode(bytes: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn malformed_bodies_get_202_and_a_quarantine_entry_and_oversized_ones_413() {
+    let j = journeyd();
+    let d = j.serve(&["--max-body", "2000"]);
+    for (body, reason) in [
+        (&b"{\"a\": nil}"[..], "not JSON"),
+        (&b""[..], "empty body"),
+        (&b"\xff\xfe"[..], "not UTF-8"),
+        (&"[".repeat(300).into_bytes()[..], "too deep"),
+    ] {
+        let r = d.post(MX, body, &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert!(
+            r.json()["reason"]
+                .as_str()
+                .expect("reason")
+                .starts_with(reason),
+            "{}",
+            r.body
+        );
+    }
+    let big = vec![b' '; 2001];
+    let r = d.post(MX, &big, &[]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "too_large");
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(
+        d.get("/readyz").json(),
+        json!({"database": true, "projector": true})
+    );
+    assert_eq!(d.get("/v1/stats").json()["quarantined"], 4);
+    drop(d);
+    let list = j.json(&["quarantine", "list"]);
+    assert_eq!(list.as_array().expect("list").len(), 4);
+}
+
+fn sse(d: &Daemon, last_event_id: Option<i64>) -> BufReader<TcpStream> {
+    let addr = d.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let resume = last_event_id
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    )
+    .expect("send");
+    BufReader::new(s)
+}
+
+/// Reads SSE lines until one contains `needle`; returns the `id:` seen before it.
+fn wait_for(reader: &mut BufReader<TcpStream>, needle: &str) -> Option<i64> {
+    let mut id = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if let Some(v) = line.trim().strip_prefix("id:") {
+            id = v.trim().parse().ok();
+        }
+        if line.contains(needle) {
+            return id.or(Some(0));
+        }
+    }
+}
+
+#[test]
+fn a_stream_client_sees_a_change_within_a_second_and_can_resume() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let mut stream = sse(&d, None);
+    // The response head first.
+    assert!(wait_for(&mut stream, "text/event-stream").is_some());
+    let started = Instant::now();
+    assert_eq!(d.post(MJ, mj_event(7, 1).as_bytes(), &[]).status, 204);
+    let id = wait_for(&mut stream, "\"key\":\"J-7\"").expect("a change for J-7");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(id >= 1);
+    // Events after it, then a resuming client asks for what came after `id`.
+    assert_eq!(d.post(MJ, mj_event(8, 1).as_bytes(), &[]).status, 204);
+    assert_eq!(d.post(MX, mx_event(0).as_bytes(), &[]).status, 204);
+    settle(&d);
+    let mut resumed = sse(&d, Some(id));
+    assert!(
+        wait_for(&mut resumed, "\"key\":\"J-8\"").is_some(),
+        "missed change replayed"
+    );
+    let mut resumed = sse(&d, Some(id));
+    assert!(
+        wait_for(&mut resumed, "event: members").is_some(),
+        "member change replayed"
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    for n in 0..60 {
+        assert_eq!(d.post(MJ, mj_event(n % 9, n).as_bytes(), &[]).status, 204);
+    }
+    let started = Instant::now();
+    assert_eq!(d.terminate(Duration::from_secs(10)), Some(0), "exit status");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stats = j.json(&["stats"]);
+    assert_eq!(stats["events"], 60);
+    assert_eq!(
+        stats["projector"]["lag"], 0,
+        "projected to the head before exiting"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_refuses_to_start() {
+    let j = journeyd();
+    let _first = j.serve(&[]);
+    let log = j.try_serve(&[]).err().expect("the second must not start");
+    assert!(
+        log.contains("another journeyd serve is running on"),
+        "{log}"
+    );
+}
+
+#[test]
+fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = Arc::new(d);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (d, acked, stop) = (Arc::clone(&d), Arc::clone(&acked), Arc::clone(&stop));
+            s.spawn(move || {
+                for n in 0..10_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = mj_event(t * 1000 + n % 50, n);
+                    let Some(r) = d.try_post(MJ, body.as_bytes()) else {
+                        break;
+                    };
+                    if r.status == 204 {
+                        acked.lock().expect("lock").push(body);
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let pid = d.pid();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 20,
+        "the test must ingest something before the kill ({} acked)",
+        acked.len()
+    );
+    drop(d);
+
+    // Every acknowledged event is in the log.
+    let conn = j.sql();
+    let mut stmt = conn.prepare("SELECT event_id FROM events").expect("sql");
+    let stored: BTreeSet<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for body in &acked {
+        for e in
+            events::parse_delivery(events::Source::MobileJourneys, body.as_bytes()).expect("valid")
+        {
+            assert!(
+                stored.contains(e.id.as_bytes().as_slice()),
+                "acknowledged event {} lost",
+                e.id
+            );
+        }
+    }
+    drop(stmt);
+    drop(conn);
+    // After a restart the snapshots equal a full rebuild.
+    let restarted = j.serve(&[]);
+    settle(&restarted);
+    assert_eq!(restarted.terminate(Duration::from_secs(10)), Some(0));
+    let snapshot = |j: &Journeyd| -> Vec<(String, String)> {
+        let conn = j.sql();
+        let mut stmt = conn
+            .prepare("SELECT correlation_id, state FROM journeys ORDER BY 1")
+            .expect("sql");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let after_restart = snapshot(&j);
+    assert!(!after_restart.is_empty());
+    j.run(&["rebuild"]).success();
+    assert_eq!(snapshot(&j), after_restart);
+}
