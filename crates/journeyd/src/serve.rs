@@ -285,6 +285,13 @@ pub(crate) fn run(
     served
 }
 
+/// Every route: webhooks, the read API, health, metrics; counted by route and status.
+fn app(ingest: Arc<Ingest>, api: Arc<Api>, metrics: &Arc<Metrics>) -> axum::Router {
+    ingest::router(ingest).merge(crate::api::router(api)).layer(
+        axum::middleware::from_fn_with_state(Arc::clone(metrics), crate::metrics::track),
+    )
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn signal() {
     let ctrl_c = async {
@@ -307,5 +314,106 @@ async fn signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// The OpenAPI table and the router cannot drift: every documented operation is answered by
+    /// a real route (not 405, not the router's empty 404 for an unknown path).
+    #[tokio::test]
+    async fn every_documented_operation_is_a_real_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = Store::open(
+            &db,
+            Options {
+                synchronous: Synchronous::Normal,
+                ..Options::default()
+            },
+        )
+        .expect("open");
+        let metrics = Metrics::new();
+        let (changes, _) = broadcast::channel(4);
+        let (_stop, shutdown) = watch::channel(false);
+        let ingest = Arc::new(Ingest {
+            writer: store.writer(),
+            mx: SourceAuth::default(),
+            mobile_journeys: SourceAuth::default(),
+            max_body: 1 << 20,
+            now: Arc::new(crate::now_millis),
+            metrics: metrics.ingest.clone(),
+        });
+        let api = Arc::new(Api {
+            pool: ReaderPool::new(db.clone()),
+            token: None,
+            changes,
+            shutdown,
+            projector_alive: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::clone(&metrics),
+        });
+        let app = app(ingest, api, &metrics);
+        assert!(crate::openapi::OPERATIONS.len() >= 15);
+        for op in crate::openapi::OPERATIONS {
+            let path = op
+                .path
+                .replace("{id}", "x")
+                .replace("{guid}", "x")
+                .replace("{resource_type}", "goal");
+            let method =
+                Method::from_bytes(op.method.to_ascii_uppercase().as_bytes()).expect("method");
+            let body = if method == Method::POST {
+                Body::from("{}")
+            } else {
+                Body::empty()
+            };
+            if op.path == "/v1/stream" {
+                continue; // an endless response; the end-to-end tests read it
+            }
+            let response = app
+                .clone()
+                .oneshot(
+                    Request::builder()
+                        .method(method)
+                        .uri(&path)
+                        .body(body)
+                        .expect("request"),
+                )
+                .await
+                .expect("response");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{} {}",
+                op.method,
+                op.path
+            );
+            assert!(
+                !(status == StatusCode::NOT_FOUND && bytes.is_empty()),
+                "{} {} is not routed",
+                op.method,
+                op.path
+            );
+            assert!(
+                op.responses.iter().any(|(s, _, _)| *s == status.as_u16()),
+                "{} {} answered {status}, undocumented",
+                op.method,
+                op.path
+            );
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&crate::openapi::document()).expect("json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"]["/v1/journeys/{id}"]["get"]["responses"]["404"].is_object());
+        store.close();
     }
 }

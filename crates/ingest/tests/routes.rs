@@ -1,0 +1,117 @@
+//! The webhook routes in-process: backpressure and limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ingest::{Ingest, IngestMetrics, SourceAuth};
+use store::{Options, Store, Synchronous};
+use tower::ServiceExt;
+
+const BODY: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J","sessionId":"1"}}"#;
+
+fn app(store: &Store, max_body: usize) -> axum::Router {
+    ingest::router(Arc::new(Ingest {
+        writer: store.writer(),
+        mx: SourceAuth::default(),
+        mobile_journeys: SourceAuth::default(),
+        max_body,
+        now: Arc::new(|| 1_700_000_000_000),
+        metrics: IngestMetrics::default(),
+    }))
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/webhooks/mobile-journeys")
+        .body(body.into())
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_writer_queue_answers_503_with_retry_after_and_stores_nothing_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let store = Store::open(
+        &path,
+        Options {
+            synchronous: Synchronous::Normal,
+            queue_capacity: 1,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    // Hold SQLite's write lock: the writer takes the first job and waits on it.
+    let lock = rusqlite_lock(&path);
+    let app = app(&store, 1 << 20);
+    let first = tokio::spawn(app.clone().oneshot(post(BODY)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn(app.clone().oneshot(post(BODY.replace("\"1\"", "\"2\""))));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = app
+        .clone()
+        .oneshot(post(BODY.replace("\"1\"", "\"3\"")))
+        .await
+        .expect("response");
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        third
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    drop(lock);
+    assert_eq!(
+        first.await.expect("task").expect("response").status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        second.await.expect("task").expect("response").status(),
+        StatusCode::NO_CONTENT
+    );
+    let stats = store.reader().expect("reader").stats().expect("stats");
+    assert_eq!(stats.events, 2, "the refused request left nothing");
+    assert_eq!(stats.deliveries, 2);
+}
+
+fn rusqlite_lock(path: &std::path::Path) -> Lock {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    Lock(conn)
+}
+
+struct Lock(rusqlite::Connection);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path().join("j.db"),
+        Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let app = app(&store, BODY.len());
+    let at = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(at.status(), StatusCode::NO_CONTENT);
+    let over = app
+        .clone()
+        .oneshot(post(format!("{BODY} ")))
+        .await
+        .expect("response");
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = axum::body::to_bytes(over.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(json["error"]["code"], "too_large");
+}
