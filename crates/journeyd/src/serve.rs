@@ -236,9 +236,7 @@ pub(crate) fn run(
         projector_alive: Arc::clone(&projector_alive),
         metrics: Arc::clone(&metrics),
     });
-    let app = ingest::router(ingest).merge(crate::api::router(api)).layer(
-        axum::middleware::from_fn_with_state(Arc::clone(&metrics), crate::metrics::track),
-    );
+    let app = app(ingest, api, &metrics);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
