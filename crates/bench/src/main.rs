@@ -6,7 +6,10 @@
 //! cargo run --release -p bench -- import --events 1000000
 //! cargo run --release -p bench -- appenders --seconds 5
 //! cargo run --release -p bench -- rebuild --events 5000000
+//! cargo build --release -p journeyd -p bench && target/release/bench http --seconds 5
 //! ```
+
+mod http;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,19 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// `journeyd serve` under HTTP load (64 and 256 connections) against a parse-only axum
+    /// handler; ack-to-visible latency, peak RSS, point queries.
+    Http {
+        /// How long to run each load.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The journeyd executable (default: beside this one).
+        #[arg(long)]
+        journeyd: Option<PathBuf>,
+    },
+    /// The parse-only baseline server, for `http` (not for direct use).
+    #[command(hide = true)]
+    BaselineServer,
     /// Durable appends (synchronous=FULL) from 1, 16 and 256 concurrent appenders, one event
     /// per append, against one transaction per event.
     Appenders {
@@ -74,6 +90,14 @@ fn main() -> anyhow::Result<()> {
         Command::Rebuild { events, seconds } => {
             rebuild(dir.path(), events, Duration::from_secs(seconds))
         }
+        Command::Http { seconds, journeyd } => {
+            let exe = match journeyd {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("journeyd"),
+            };
+            http::run(dir.path(), seconds, &exe)
+        }
+        Command::BaselineServer => http::baseline_server(),
     }
 }
 

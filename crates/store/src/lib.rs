@@ -151,6 +151,65 @@ impl std::fmt::Debug for Options {
 pub struct Store {
     path: PathBuf,
     writer: writer::Writer,
+    checkpointer: Checkpointer,
+}
+
+/// Copies committed WAL frames into the database file on its own thread and connection, so
+/// the writer's commits never pay for checkpoints (decision 0007).
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        configure_common(&conn)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("journeyd-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Woken early by `stop`, so closing a store never waits out the interval.
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    // PASSIVE: copies what it can without waiting for readers or the writer.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "checkpoint failed; will retry");
+                    }
+                }
+            })
+            .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && {
+                t.thread().unpark();
+                t.join().is_err()
+            }
+        {
+            tracing::error!("the checkpoint thread panicked");
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Store {
@@ -161,8 +220,13 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         configure_writer(&conn, options.synchronous)?;
         migrations().to_latest(&mut conn)?;
+        let checkpointer = Checkpointer::start(&path)?;
         let writer = writer::Writer::start(conn, &options)?;
-        Ok(Store { path, writer })
+        Ok(Store {
+            path,
+            writer,
+            checkpointer,
+        })
     }
 
     /// The database file.
@@ -182,8 +246,9 @@ impl Store {
 
     /// Stops the writer after it has committed everything already submitted, and waits for it.
     /// Handles still held elsewhere get [`Error::WriterStopped`] afterwards.
-    pub fn close(self) {
+    pub fn close(mut self) {
         self.writer.stop();
+        self.checkpointer.stop();
     }
 }
 

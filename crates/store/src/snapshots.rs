@@ -294,9 +294,13 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
             last_activity,
         } => {
             tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
-                                                 state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
+                                      state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (correlation_id) DO UPDATE SET status = excluded.status, journey_id = excluded.journey_id,
+                     customer_reference = excluded.customer_reference, last_activity = excluded.last_activity,
+                     state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
+                     updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, status, journey_id, customer_reference, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
         }
@@ -306,16 +310,22 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
             last_activity,
         } => {
             tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (member_guid, user_guid, connection_status, last_activity,
-                                                 state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO {table} (member_guid, user_guid, connection_status, last_activity,
+                                      state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (member_guid) DO UPDATE SET user_guid = excluded.user_guid,
+                     connection_status = excluded.connection_status, last_activity = excluded.last_activity,
+                     state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
+                     updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, user_guid, connection_status, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
         }
         Columns::User { last_activity } => {
             tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                "INSERT INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (user_guid) DO UPDATE SET last_activity = excluded.last_activity, state = excluded.state,
+                     event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
         }
@@ -326,8 +336,11 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
             deleted,
         } => {
             tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (key) DO UPDATE SET type = excluded.type, guid = excluded.guid, user_guid = excluded.user_guid,
+                     deleted = excluded.deleted, state = excluded.state, event_count = excluded.event_count,
+                     last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, resource_type, guid, user_guid, deleted, r.state, r.event_count, r.last_seq, r.updated_at])?;
         }

@@ -15,7 +15,7 @@ use events::{Event, Kind, Source};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::snapshots::{self, ProjectBatch, Projection, SnapshotRow};
-use crate::{CommitHook, Error, Millis, Options, Result};
+use crate::{CommitHook, Error, Millis, Options, Result, Synchronous};
 
 /// One request body, ready to store: its events, or the whole body for quarantine.
 #[derive(Debug, Clone)]
@@ -303,9 +303,10 @@ impl Writer {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let max_group_events = options.max_group_events.max(1);
         let hook = options.on_commit.clone();
+        let sync = options.synchronous;
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
-            .spawn(move || run(conn, rx, max_group_events, hook))
+            .spawn(move || run(conn, rx, max_group_events, hook, sync))
             .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(Writer {
             tx,
@@ -343,7 +344,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Msg>, max_group_events: usize, hook: Option<CommitHook>) {
+fn run(
+    mut conn: Connection,
+    rx: Receiver<Msg>,
+    max_group_events: usize,
+    hook: Option<CommitHook>,
+    sync: Synchronous,
+) {
     let mut stopping = false;
     while !stopping {
         let first = match rx.recv() {
@@ -363,7 +370,20 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, max_group_events: usize, hook: O
                 Err(_) => break,
             }
         }
+        // Snapshots and rebuilds are derived from the log: a group with nothing appended need not
+        // wait for fsync. The next group that appends syncs the WAL, and with it everything
+        // committed before (decision 0007).
+        let derived_only = group.iter().all(|j| !matches!(j.work, Work::Append(_)));
+        let relax = sync == Synchronous::Full && derived_only;
+        if relax && let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!(error = %e, "could not relax synchronous for a derived-only group");
+        }
         commit_group(&mut conn, group, hook.as_ref());
+        if relax && let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+            // Never leave appends less durable than configured: stop writing instead.
+            tracing::error!(error = %e, "could not restore synchronous=FULL; the writer stops");
+            break;
+        }
     }
     // Dropping `rx` here makes every later send answer WriterStopped.
     tracing::debug!("writer stopped");
