@@ -85,9 +85,19 @@ impl Conn {
     }
 }
 
+/// Now as RFC 3339 with milliseconds: what a provider stamps on a live event.
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    events::timestamp::format_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// One live event: the current time, one of 20 journeys per connection.
 fn delivery(conn: usize, n: usize) -> String {
+    let now = now_rfc3339();
     format!(
-        r#"[{{"productId":"mobilejourneys","eventId":"sessioncreated","eventVersion":"1","eventTime":"2021-06-11T12:01:45Z","data":{{"occurredAt":"2021-06-11T12:01:35Z","journeyId":"2","correlationId":"c-{conn}-{}","customerReference":"AX-{conn}","sessionId":"{n}"}}}}]"#,
+        r#"[{{"productId":"mobilejourneys","eventId":"sessioncreated","eventVersion":"1","eventTime":"{now}","data":{{"occurredAt":"{now}","journeyId":"2","correlationId":"c-{conn}-{}","customerReference":"AX-{conn}","sessionId":"{n}"}}}}]"#,
         n % 20
     )
 }
