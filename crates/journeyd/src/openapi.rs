@@ -16,6 +16,27 @@ pub(crate) struct Operation {
 const DOC: Option<&str> = Some("Snapshot");
 const ERR: Option<&str> = Some("Error");
 
+/// What both webhook routes answer.
+const WEBHOOK_RESPONSES: &[(u16, &str, Option<&str>)] = &[
+    (
+        204,
+        "Stored (new or duplicate), after a durable commit",
+        None,
+    ),
+    (
+        202,
+        "Quarantined: kept whole with the reason",
+        Some("Quarantined"),
+    ),
+    (401, "Missing or invalid credentials; nothing stored", ERR),
+    (413, "Body over the limit", ERR),
+    (
+        503,
+        "The store cannot take it now (Retry-After); nothing acknowledged",
+        ERR,
+    ),
+];
+
 /// Every route of the daemon.
 pub(crate) const OPERATIONS: &[Operation] = &[
     Operation {
@@ -23,50 +44,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         path: "/webhooks/mx",
         summary: "Receive an MX Platform webhook (one object, or an analytics array bare or as {\"_json\": [...]})",
         params: &[],
-        responses: &[
-            (
-                204,
-                "Stored (new or duplicate), after a durable commit",
-                None,
-            ),
-            (
-                202,
-                "Quarantined: kept whole with the reason",
-                Some("Quarantined"),
-            ),
-            (401, "Missing or invalid credentials; nothing stored", ERR),
-            (413, "Body over the limit", ERR),
-            (
-                503,
-                "The store cannot take it now (Retry-After); nothing acknowledged",
-                ERR,
-            ),
-        ],
+        responses: WEBHOOK_RESPONSES,
     },
     Operation {
         method: "post",
         path: "/webhooks/mobile-journeys",
         summary: "Receive an Esendex Mobile Journeys webhook (an array of events, or one event)",
         params: &[],
-        responses: &[
-            (
-                204,
-                "Stored (new or duplicate), after a durable commit",
-                None,
-            ),
-            (
-                202,
-                "Quarantined: kept whole with the reason",
-                Some("Quarantined"),
-            ),
-            (401, "Missing or invalid credentials; nothing stored", ERR),
-            (413, "Body over the limit", ERR),
-            (
-                503,
-                "The store cannot take it now (Retry-After); nothing acknowledged",
-                ERR,
-            ),
-        ],
+        responses: WEBHOOK_RESPONSES,
     },
     Operation {
         method: "get",
