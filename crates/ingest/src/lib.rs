@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use events::Source;
 use store::{Quarantined, Submission, WriterHandle};
+use tracing::Instrument;
 
 pub use auth::{Scheme, SourceAuth};
 pub use metrics::IngestMetrics;
@@ -105,11 +106,21 @@ fn selected_headers(headers: &HeaderMap) -> String {
 }
 
 async fn receive(ingest: &Ingest, source: Source, request: Request) -> Response {
+    let id = request_id(request.headers());
+    let span = tracing::info_span!("webhook", source = source.as_str(), request_id = %id);
+    receive_in_span(ingest, source, request, id)
+        .instrument(span)
+        .await
+}
+
+async fn receive_in_span(
+    ingest: &Ingest,
+    source: Source,
+    request: Request,
+    id: String,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let id = request_id(&headers);
-    let span = tracing::info_span!("webhook", source = source.as_str(), request_id = %id);
-    let _guard = span.enter();
     let auth = match source {
         Source::Mx => &ingest.mx,
         Source::MobileJourneys => &ingest.mobile_journeys,
@@ -140,7 +151,6 @@ async fn receive(ingest: &Ingest, source: Source, request: Request) -> Response 
             &refused.to_string(),
         );
     }
-    drop(_guard);
     store_body(ingest, source, &headers, id, now_ms, bytes).await
 }
 

@@ -26,6 +26,15 @@ use crate::metrics::Metrics;
 /// How long in-flight requests may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(7);
 
+/// Marks the projector dead when its thread ends, however it ends.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Wakes the projector thread.
 #[derive(Default)]
 struct Wake {
@@ -190,6 +199,8 @@ pub(crate) fn run(
         std::thread::Builder::new()
             .name("journeyd-projector".into())
             .spawn(move || {
+                // Clears `alive` however the thread ends, a panic included (for /readyz).
+                let _alive = AliveGuard(alive);
                 loop {
                     let last_round = stopping.load(Ordering::SeqCst);
                     match runner.catch_up_with(&mut |c| {
@@ -216,7 +227,6 @@ pub(crate) fn run(
                     }
                     wake.wait(Duration::from_secs(1));
                 }
-                alive.store(false, Ordering::SeqCst);
             })?
     };
 

@@ -267,6 +267,9 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
             "NORMAL"
         },
     )?;
+    // The checkpoint thread keeps the WAL short; this only bounds it (about 400 MB) should that
+    // thread fall behind.
+    conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
     configure_common(conn)
 }
 

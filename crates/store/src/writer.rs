@@ -142,9 +142,40 @@ pub(crate) enum Answer {
 
 type Reply = Box<dyn FnOnce(Result<Answer>) + Send>;
 
+/// A job answers exactly once: through [`Job::answer`], or, if it is dropped unanswered (the
+/// writer stopped, a send failed), with [`Error::WriterStopped`] from its `Drop`. So a caller
+/// waiting on the reply never waits forever.
 struct Job {
     work: Work,
-    reply: Reply,
+    reply: Option<Reply>,
+}
+
+impl Job {
+    fn new(work: Work, reply: Reply) -> Job {
+        Job {
+            work,
+            reply: Some(reply),
+        }
+    }
+
+    fn answer(mut self, result: Result<Answer>) {
+        if let Some(reply) = self.reply.take() {
+            reply(result);
+        }
+    }
+
+    /// For a job that never reached the writer and whose caller hears of it by return value.
+    fn defuse(mut self) {
+        self.reply.take();
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply(Err(Error::WriterStopped));
+        }
+    }
 }
 
 enum Msg {
@@ -186,7 +217,7 @@ impl WriterHandle {
             let _ = tx.send(r);
         });
         self.tx
-            .send(Msg::Job(Job { work, reply }))
+            .send(Msg::Job(Job::new(work, reply)))
             .map_err(|_| Error::WriterStopped)?;
         rx.recv().map_err(|_| Error::WriterStopped)?
     }
@@ -208,13 +239,19 @@ impl WriterHandle {
         submissions: Vec<Submission>,
         reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static,
     ) -> Result<()> {
-        match self.tx.try_send(Msg::Job(Job {
-            work: Work::Append(submissions),
-            reply: receipts_reply(reply),
-        })) {
+        match self.tx.try_send(Msg::Job(Job::new(
+            Work::Append(submissions),
+            receipts_reply(reply),
+        ))) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::QueueFull),
-            Err(TrySendError::Disconnected(_)) => Err(Error::WriterStopped),
+            Err(TrySendError::Full(msg)) => {
+                defuse(msg);
+                Err(Error::QueueFull)
+            }
+            Err(TrySendError::Disconnected(msg)) => {
+                defuse(msg);
+                Err(Error::WriterStopped)
+            }
         }
     }
 
@@ -225,11 +262,14 @@ impl WriterHandle {
         reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static,
     ) -> Result<()> {
         self.tx
-            .send(Msg::Job(Job {
-                work: Work::Append(submissions),
-                reply: receipts_reply(reply),
-            }))
-            .map_err(|_| Error::WriterStopped)
+            .send(Msg::Job(Job::new(
+                Work::Append(submissions),
+                receipts_reply(reply),
+            )))
+            .map_err(|e| {
+                defuse(e.0);
+                Error::WriterStopped
+            })
     }
 
     /// Writes a batch of snapshots and checkpoints atomically. Fails with [`Error::Stale`] if a
@@ -258,11 +298,14 @@ impl WriterHandle {
     ) -> Result<()> {
         let reply: Reply = Box::new(move |r| reply(r.map(drop)));
         self.tx
-            .send(Msg::Job(Job {
-                work: Work::RebuildRows(projection, rows),
+            .send(Msg::Job(Job::new(
+                Work::RebuildRows(projection, rows),
                 reply,
-            }))
-            .map_err(|_| Error::WriterStopped)
+            )))
+            .map_err(|e| {
+                defuse(e.0);
+                Error::WriterStopped
+            })
     }
 
     /// Swaps the rebuilt table in, with its indexes, and sets the checkpoint to `seq` with the
@@ -281,6 +324,13 @@ impl WriterHandle {
             fingerprint: fingerprint.to_owned(),
         })
         .map(drop)
+    }
+}
+
+/// A message that could not be sent: its caller is told by the return value, not the reply.
+fn defuse(msg: Msg) {
+    if let Msg::Job(job) = msg {
+        job.defuse();
     }
 }
 
@@ -395,7 +445,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook
         Ok((answers, stats)) => {
             report(conn, hook, &stats, group.len(), started);
             for (job, answer) in group.into_iter().zip(answers) {
-                (job.reply)(Ok(answer));
+                job.answer(Ok(answer));
             }
         }
         Err(e) if group.len() == 1 => fail(group, e),
@@ -406,7 +456,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook
                 match write_jobs(conn, std::iter::once(&job.work)) {
                     Ok((mut answers, stats)) => {
                         report(conn, hook, &stats, 1, started);
-                        (job.reply)(Ok(answers.pop().unwrap_or(Answer::Done)));
+                        job.answer(Ok(answers.pop().unwrap_or(Answer::Done)));
                     }
                     Err(e) => fail(vec![job], e),
                 }
@@ -436,7 +486,7 @@ fn fail(jobs: Vec<Job>, e: Error) {
                 Some(message.clone()),
             )),
         });
-        (job.reply)(Err(err));
+        job.answer(Err(err));
     }
 }
 
