@@ -374,7 +374,7 @@ fn rebuild<M: Model>(
     progress: &mut dyn FnMut(u64),
 ) -> store::Result<Rebuilt> {
     let head = reader.head()?;
-    writer.rebuild_begin(M::PROJECTION)?;
+    let ticket = writer.rebuild_begin(M::PROJECTION)?;
     let (tx, rx) = mpsc::channel::<store::Result<()>>();
     let mut in_flight = 0usize;
     let mut rows = Vec::with_capacity(REBUILD_CHUNK);
@@ -393,7 +393,7 @@ fn rebuild<M: Model>(
             *in_flight -= 1;
         }
         let tx = tx.clone();
-        writer.rebuild_rows_then(M::PROJECTION, std::mem::take(rows), move |r| {
+        writer.rebuild_rows_then(&ticket, std::mem::take(rows), move |r| {
             let _ = tx.send(r);
         })?;
         *in_flight += 1;
@@ -446,7 +446,16 @@ fn rebuild<M: Model>(
         in_flight -= 1;
     }
     progress(events);
-    writer.rebuild_swap(M::PROJECTION, head, M::VERSION, &M::fingerprint(config))?;
+    match writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config)) {
+        // Another rebuild of this projection swapped first: its table stands, ours was dropped.
+        Err(store::Error::Stale { .. }) => {
+            tracing::info!(
+                projection = M::PROJECTION.name(),
+                "another rebuild finished first; keeping its snapshots"
+            );
+        }
+        other => other?,
+    }
     Ok(Rebuilt {
         projection: M::PROJECTION,
         head,

@@ -26,7 +26,7 @@ pub use events::timestamp::Millis;
 pub use read::{EventRecord, LogStats, QuarantineEntry, QuarantinedBody, Reader, StreamKey};
 pub use snapshots::{
     Checkpoint, Columns, Expect, JourneyFilter, ProjectBatch, Projection, ProjectionCounts,
-    Snapshot, SnapshotRow,
+    RebuildTicket, Snapshot, SnapshotRow,
 };
 pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, WriterHandle};
 

@@ -369,8 +369,15 @@ pub(crate) fn write_batch(tx: &Transaction<'_>, batch: &ProjectBatch) -> Result<
     Ok(())
 }
 
-fn next_table(projection: Projection) -> String {
-    format!("{}_next", projection.name())
+/// One rebuild in progress: its own table, and the generation it started from. Two rebuilds of
+/// one projection never share a table, and only the first to swap wins (the other is refused
+/// as stale), so neither can install a table the other partly dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildTicket {
+    /// Which projection.
+    pub projection: Projection,
+    table: String,
+    generation: i64,
 }
 
 /// The migration's DDL for `projection`'s table and its indexes, from sqlite_master.
@@ -389,10 +396,17 @@ fn table_ddl(tx: &Transaction<'_>, projection: Projection) -> Result<(String, Ve
     Ok((table, indexes))
 }
 
-/// Starts a rebuild: an empty `{name}_next` table like the live one, without secondary indexes
-/// (they are built once, at the swap).
-pub(crate) fn rebuild_begin(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
-    let next = next_table(projection);
+fn generation(tx: &Transaction<'_>, projection: Projection) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT generation FROM checkpoints WHERE projection = ?1",
+        [projection.name()],
+        |r| r.get(0),
+    )?)
+}
+
+/// Starts a rebuild: an empty table like the live one, without secondary indexes (they are
+/// built once, at the swap).
+pub(crate) fn rebuild_begin(tx: &Transaction<'_>, projection: Projection) -> Result<RebuildTicket> {
     let (table_sql, _) = table_ddl(tx, projection)?;
     // Everything from the first parenthesis on is the column list and table options. (After a
     // swap, SQLite stores the renamed table's DDL with its name quoted, so the head varies.)
@@ -402,42 +416,66 @@ pub(crate) fn rebuild_begin(tx: &Transaction<'_>, projection: Projection) -> Res
             projection.name()
         ))));
     };
-    tx.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {next}; CREATE TABLE {next} {};",
-        &table_sql[open..]
-    ))?;
-    Ok(())
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let table = format!("{}_next_{}_{unique}", projection.name(), std::process::id());
+    tx.execute_batch(&format!("CREATE TABLE {table} {};", &table_sql[open..]))?;
+    Ok(RebuildTicket {
+        projection,
+        table,
+        generation: generation(tx, projection)?,
+    })
 }
 
 pub(crate) fn rebuild_rows(
     tx: &Transaction<'_>,
-    projection: Projection,
+    ticket: &RebuildTicket,
     rows: &[SnapshotRow],
 ) -> Result<()> {
-    let next = next_table(projection);
     for row in rows {
-        upsert(tx, &next, row)?;
+        upsert(tx, &ticket.table, row)?;
     }
     Ok(())
 }
 
-/// Swaps `{name}_next` in for the live table, with its indexes, and moves the checkpoint, in
-/// the caller's transaction: readers see the old table until it commits.
+/// Swaps the ticket's table in for the live one, with its indexes, and moves the checkpoint, in
+/// the caller's transaction: readers see the old table until it commits. Refused as stale if
+/// another rebuild swapped first.
 pub(crate) fn rebuild_swap(
     tx: &Transaction<'_>,
-    projection: Projection,
+    ticket: &RebuildTicket,
     seq: i64,
     version: i64,
     fingerprint: &str,
 ) -> Result<()> {
-    let name = projection.name();
-    let (_, indexes) = table_ddl(tx, projection)?;
+    let name = ticket.projection.name();
+    if generation(tx, ticket.projection)? != ticket.generation {
+        return Err(Error::Stale {
+            projection: ticket.projection,
+        });
+    }
+    let (_, indexes) = table_ddl(tx, ticket.projection)?;
     tx.execute_batch(&format!(
-        "DROP TABLE {name}; ALTER TABLE {next} RENAME TO {name};",
-        next = next_table(projection)
+        "DROP TABLE {name}; ALTER TABLE {} RENAME TO {name};",
+        ticket.table
     ))?;
     for index in indexes {
         tx.execute_batch(&index)?;
+    }
+    // Any other rebuild of this projection is stale now: drop its table (it will be refused at
+    // its own swap, or fail writing rows), and any left by a rebuild that crashed.
+    let orphans: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1 ESCAPE '\\'",
+        )?
+        .query_map([format!("{name}\\_next%")], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for orphan in orphans {
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS \"{}\";",
+            orphan.replace('"', "")
+        ))?;
     }
     tx.prepare_cached(
         "UPDATE checkpoints SET seq = ?2, version = ?3, fingerprint = ?4, generation = generation + 1 WHERE projection = ?1",

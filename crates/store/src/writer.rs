@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use events::{Event, Kind, Source};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
-use crate::snapshots::{self, ProjectBatch, Projection, SnapshotRow};
+use crate::snapshots::{self, ProjectBatch, Projection, RebuildTicket, SnapshotRow};
 use crate::{CommitHook, Error, Millis, Options, Result, Synchronous};
 
 /// One request body, ready to store: its events, or the whole body for quarantine.
@@ -121,13 +121,13 @@ pub(crate) enum Work {
     Append(Vec<Submission>),
     /// Upsert snapshots and move checkpoints (the incremental projector).
     Project(ProjectBatch),
-    /// Start a rebuild: an empty `{projection}_next` table.
+    /// Start a rebuild: an empty table of its own.
     RebuildBegin(Projection),
     /// Rows for the table a rebuild is filling.
-    RebuildRows(Projection, Vec<SnapshotRow>),
+    RebuildRows(RebuildTicket, Vec<SnapshotRow>),
     /// Swap the rebuilt table in and move the checkpoint.
     RebuildSwap {
-        projection: Projection,
+        ticket: RebuildTicket,
         seq: i64,
         version: i64,
         fingerprint: String,
@@ -137,6 +137,7 @@ pub(crate) enum Work {
 /// What the writer answers, after the commit.
 pub(crate) enum Answer {
     Receipts(Vec<Receipt>),
+    Ticket(RebuildTicket),
     Done,
 }
 
@@ -227,7 +228,7 @@ impl WriterHandle {
     pub fn append(&self, submissions: Vec<Submission>) -> Result<Vec<Receipt>> {
         match self.call(Work::Append(submissions))? {
             Answer::Receipts(r) => Ok(r),
-            Answer::Done => Ok(Vec::new()),
+            Answer::Done | Answer::Ticket(_) => Ok(Vec::new()),
         }
     }
 
@@ -278,28 +279,31 @@ impl WriterHandle {
         self.call(Work::Project(batch)).map(drop)
     }
 
-    /// Starts rebuilding `projection` into an empty `{name}_next` table.
-    pub fn rebuild_begin(&self, projection: Projection) -> Result<()> {
-        self.call(Work::RebuildBegin(projection)).map(drop)
+    /// Starts a rebuild of `projection` into an empty table of its own.
+    pub fn rebuild_begin(&self, projection: Projection) -> Result<RebuildTicket> {
+        match self.call(Work::RebuildBegin(projection))? {
+            Answer::Ticket(t) => Ok(t),
+            _ => Err(Error::WriterStopped),
+        }
     }
 
     /// Adds rows to the table a rebuild is filling.
-    pub fn rebuild_rows(&self, projection: Projection, rows: Vec<SnapshotRow>) -> Result<()> {
-        self.call(Work::RebuildRows(projection, rows)).map(drop)
+    pub fn rebuild_rows(&self, ticket: &RebuildTicket, rows: Vec<SnapshotRow>) -> Result<()> {
+        self.call(Work::RebuildRows(ticket.clone(), rows)).map(drop)
     }
 
     /// As [`WriterHandle::rebuild_rows`] without waiting for the commit: `reply` is called on
     /// the writer thread afterwards. Blocks only while the queue is full.
     pub fn rebuild_rows_then(
         &self,
-        projection: Projection,
+        ticket: &RebuildTicket,
         rows: Vec<SnapshotRow>,
         reply: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
         let reply: Reply = Box::new(move |r| reply(r.map(drop)));
         self.tx
             .send(Msg::Job(Job::new(
-                Work::RebuildRows(projection, rows),
+                Work::RebuildRows(ticket.clone(), rows),
                 reply,
             )))
             .map_err(|e| {
@@ -310,15 +314,16 @@ impl WriterHandle {
 
     /// Swaps the rebuilt table in, with its indexes, and sets the checkpoint to `seq` with the
     /// given version and fingerprint, in one transaction. Readers see the old table until then.
+    /// [`Error::Stale`] if another rebuild of the projection swapped first; nothing changes.
     pub fn rebuild_swap(
         &self,
-        projection: Projection,
+        ticket: &RebuildTicket,
         seq: i64,
         version: i64,
         fingerprint: &str,
     ) -> Result<()> {
         self.call(Work::RebuildSwap {
-            projection,
+            ticket: ticket.clone(),
             seq,
             version,
             fingerprint: fingerprint.to_owned(),
@@ -338,7 +343,7 @@ fn receipts_reply(reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static) -> 
     Box::new(move |r| {
         reply(r.map(|a| match a {
             Answer::Receipts(r) => r,
-            Answer::Done => Vec::new(),
+            Answer::Done | Answer::Ticket(_) => Vec::new(),
         }))
     })
 }
@@ -560,20 +565,19 @@ fn write_jobs<'a>(
                 Answer::Done
             }
             Work::RebuildBegin(projection) => {
-                snapshots::rebuild_begin(&tx, *projection)?;
-                Answer::Done
+                Answer::Ticket(snapshots::rebuild_begin(&tx, *projection)?)
             }
-            Work::RebuildRows(projection, rows) => {
-                snapshots::rebuild_rows(&tx, *projection, rows)?;
+            Work::RebuildRows(ticket, rows) => {
+                snapshots::rebuild_rows(&tx, ticket, rows)?;
                 Answer::Done
             }
             Work::RebuildSwap {
-                projection,
+                ticket,
                 seq,
                 version,
                 fingerprint,
             } => {
-                snapshots::rebuild_swap(&tx, *projection, *seq, *version, fingerprint)?;
+                snapshots::rebuild_swap(&tx, ticket, *seq, *version, fingerprint)?;
                 Answer::Done
             }
         };

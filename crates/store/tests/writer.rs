@@ -504,11 +504,10 @@ fn a_projection_batch_computed_against_a_moved_checkpoint_is_refused_whole() {
     );
     assert_eq!(cp(&reader).seq, 10);
     // A rebuild swap moves the generation: a batch against the old generation is refused too.
-    w.rebuild_begin(Projection::Journeys).expect("begin");
-    w.rebuild_rows(Projection::Journeys, vec![journey_row("J", "rebuilt", 10)])
+    let ticket = w.rebuild_begin(Projection::Journeys).expect("begin");
+    w.rebuild_rows(&ticket, vec![journey_row("J", "rebuilt", 10)])
         .expect("rows");
-    w.rebuild_swap(Projection::Journeys, 10, 1, "")
-        .expect("swap");
+    w.rebuild_swap(&ticket, 10, 1, "").expect("swap");
     let after = cp(&reader);
     assert_eq!(
         (after.generation, after.seq, after.version),
@@ -531,6 +530,58 @@ fn a_projection_batch_computed_against_a_moved_checkpoint_is_refused_whole() {
             .state,
         "rebuilt"
     );
+}
+
+#[test]
+fn of_two_interleaved_rebuilds_the_first_to_swap_wins_whole_and_the_other_is_refused() {
+    use store::Projection;
+    let db = db();
+    let store = open(&db);
+    let w = store.writer();
+    let reader = store.reader().expect("reader");
+    let a = w.rebuild_begin(Projection::Journeys).expect("begin a");
+    w.rebuild_rows(
+        &a,
+        vec![journey_row("A1", "a", 1), journey_row("A2", "a", 2)],
+    )
+    .expect("rows a");
+    let b = w.rebuild_begin(Projection::Journeys).expect("begin b");
+    w.rebuild_rows(&a, vec![journey_row("A3", "a", 3)])
+        .expect("more rows a: B's begin did not touch A's table");
+    w.rebuild_rows(&b, vec![journey_row("B1", "b", 1)])
+        .expect("rows b");
+    w.rebuild_swap(&a, 3, 1, "").expect("a swaps first");
+    let keys: Vec<String> = reader
+        .snapshots(Projection::Journeys)
+        .expect("rows")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["A1", "A2", "A3"], "all of A's rows, none lost to B");
+    assert!(
+        matches!(
+            w.rebuild_swap(&b, 1, 1, ""),
+            Err(store::Error::Stale { .. })
+        ),
+        "B lost the race"
+    );
+    let keys: Vec<String> = reader
+        .snapshots(Projection::Journeys)
+        .expect("rows")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["A1", "A2", "A3"], "B's refused swap changed nothing");
+    // No rebuild table is left behind.
+    let conn = rusqlite::Connection::open(&db.path).expect("open");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'journeys_next%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0);
 }
 
 proptest! {
