@@ -258,8 +258,32 @@ impl Runner {
     /// As [`Runner::catch_up`], calling `on_change` for every snapshot a committed batch wrote,
     /// after its commit.
     pub fn catch_up_with(&mut self, on_change: &mut dyn FnMut(Change)) -> store::Result<CatchUp> {
+        self.catch_up_inner(on_change, None)
+    }
+
+    /// As [`Runner::catch_up_with`], but stops between batches once `deadline` has passed and
+    /// rebuilds nothing: for a process that must stop on time (the daemon's last round).
+    pub fn catch_up_until(
+        &mut self,
+        on_change: &mut dyn FnMut(Change),
+        deadline: std::time::Instant,
+    ) -> store::Result<CatchUp> {
+        self.catch_up_inner(on_change, Some(deadline))
+    }
+
+    fn catch_up_inner(
+        &mut self,
+        on_change: &mut dyn FnMut(Change),
+        deadline: Option<std::time::Instant>,
+    ) -> store::Result<CatchUp> {
         let mut done = CatchUp::default();
-        for projection in self.sync()? {
+        let stale = self.sync()?;
+        if deadline.is_some() && !stale.is_empty() {
+            // No time for a rebuild: leave it to the next start.
+            done.checkpoint = self.lowest_checkpoint();
+            return Ok(done);
+        }
+        for projection in stale {
             tracing::info!(
                 projection = projection.name(),
                 "snapshots were built by other code or configuration; rebuilding"
@@ -268,6 +292,9 @@ impl Runner {
             done.rebuilt += 1;
         }
         loop {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                break;
+            }
             let from = self.lowest_checkpoint();
             let records = self.reader.events(from, self.config.batch_events.max(1))?;
             let Some(end) = records.last().map(|r| r.seq) else {
