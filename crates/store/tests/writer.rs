@@ -439,6 +439,57 @@ fn closing_commits_what_was_queued_and_later_appends_are_refused() {
     ));
 }
 
+#[test]
+fn every_accepted_submission_is_answered_exactly_once_even_while_the_store_closes() {
+    for round in 0..5 {
+        let db = db();
+        let store = open(&db);
+        let w = store.writer();
+        let answers = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let (w, answers, accepted, stop) = (
+                w.clone(),
+                Arc::clone(&answers),
+                Arc::clone(&accepted),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let answers = Arc::clone(&answers);
+                    let sent = w.submit(vec![submission(vec![event("J", n)])], move |_| {
+                        answers.fetch_add(1, Ordering::SeqCst);
+                    });
+                    match sent {
+                        Ok(()) => accepted.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => break, // refused by return value: no reply expected
+                    };
+                    n += 1;
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20 + round * 7));
+        store.close();
+        stop.store(true, Ordering::Relaxed);
+        sender.join().expect("sender");
+        // Replies run on the writer thread or in a dropped job's Drop; give stragglers a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while answers.load(Ordering::SeqCst) < accepted.load(Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(accepted.load(Ordering::SeqCst) > 0);
+        assert_eq!(
+            answers.load(Ordering::SeqCst),
+            accepted.load(Ordering::SeqCst),
+            "round {round}: an accepted job was never answered"
+        );
+    }
+}
+
 fn journey_row(key: &str, state: &str, seq: i64) -> store::SnapshotRow {
     store::SnapshotRow {
         key: key.into(),
