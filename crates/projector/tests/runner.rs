@@ -163,12 +163,38 @@ fn incremental_projection_equals_a_full_rebuild_and_the_import_order_does_not_ma
         incremental.iter().all(|(_, s)| !s.is_empty()),
         "every projection has snapshots"
     );
+    // The indexed columns too (statuses move as journeys progress): read through the index.
+    let counts = |d: &Db| {
+        Reader::open(&d.path)
+            .expect("reader")
+            .projection_counts()
+            .expect("counts")
+    };
+    let incremental_counts = counts(&a);
+    assert!(
+        incremental_counts.journeys_by_status.len() >= 2,
+        "{incremental_counts:?}"
+    );
     rebuild_all(&mut runner);
     assert_eq!(
         a.snapshots(),
         incremental,
         "a rebuild gives the same rows, meta included"
     );
+    assert_eq!(
+        counts(&a),
+        incremental_counts,
+        "indexed columns kept current incrementally"
+    );
+    let conn = rusqlite::Connection::open(&a.path).expect("open");
+    let mismatched: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM journeys WHERE status IS NOT json_extract(state, '$.status')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sql");
+    assert_eq!(mismatched, 0, "the status column agrees with the state");
 
     let b = db();
     let mut reversed = events.clone();

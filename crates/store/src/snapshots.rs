@@ -284,6 +284,11 @@ pub(crate) fn read_journeys(conn: &Connection, f: &JourneyFilter) -> Result<Vec<
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Writes one snapshot. The upsert sets only what changes with nearly every event (`state`,
+/// counts, `last_activity`); the indexed columns that rarely change (status, journey id, customer
+/// reference, user, ...) are rewritten by a second statement only when they differ. An UPDATE
+/// that names an indexed column rewrites that index entry even when the value is the same, and
+/// every such page goes to the WAL (docs/BENCHMARKS.md).
 fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
     let r = row;
     match &r.columns {
@@ -297,12 +302,16 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
                 "INSERT INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
                                       state, event_count, last_seq, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (correlation_id) DO UPDATE SET status = excluded.status, journey_id = excluded.journey_id,
-                     customer_reference = excluded.customer_reference, last_activity = excluded.last_activity,
+                 ON CONFLICT (correlation_id) DO UPDATE SET last_activity = excluded.last_activity,
                      state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
                      updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, status, journey_id, customer_reference, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
+            tx.prepare_cached(&format!(
+                "UPDATE {table} SET status = ?2, journey_id = ?3, customer_reference = ?4
+                 WHERE correlation_id = ?1 AND (status IS NOT ?2 OR journey_id IS NOT ?3 OR customer_reference IS NOT ?4)"
+            ))?
+            .execute(params![r.key, status, journey_id, customer_reference])?;
         }
         Columns::Member {
             user_guid,
@@ -313,12 +322,15 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
                 "INSERT INTO {table} (member_guid, user_guid, connection_status, last_activity,
                                       state, event_count, last_seq, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (member_guid) DO UPDATE SET user_guid = excluded.user_guid,
-                     connection_status = excluded.connection_status, last_activity = excluded.last_activity,
-                     state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
-                     updated_at = excluded.updated_at"
+                 ON CONFLICT (member_guid) DO UPDATE SET connection_status = excluded.connection_status,
+                     last_activity = excluded.last_activity, state = excluded.state, event_count = excluded.event_count,
+                     last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, user_guid, connection_status, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
+            tx.prepare_cached(&format!(
+                "UPDATE {table} SET user_guid = ?2 WHERE member_guid = ?1 AND user_guid IS NOT ?2"
+            ))?
+            .execute(params![r.key, user_guid])?;
         }
         Columns::User { last_activity } => {
             tx.prepare_cached(&format!(
@@ -338,11 +350,15 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
             tx.prepare_cached(&format!(
                 "INSERT INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (key) DO UPDATE SET type = excluded.type, guid = excluded.guid, user_guid = excluded.user_guid,
-                     deleted = excluded.deleted, state = excluded.state, event_count = excluded.event_count,
-                     last_seq = excluded.last_seq, updated_at = excluded.updated_at"
+                 ON CONFLICT (key) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
+                     event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, resource_type, guid, user_guid, deleted, r.state, r.event_count, r.last_seq, r.updated_at])?;
+            tx.prepare_cached(&format!(
+                "UPDATE {table} SET type = ?2, guid = ?3, user_guid = ?4
+                 WHERE key = ?1 AND (type IS NOT ?2 OR guid IS NOT ?3 OR user_guid IS NOT ?4)"
+            ))?
+            .execute(params![r.key, resource_type, guid, user_guid])?;
         }
     }
     Ok(())
