@@ -175,6 +175,22 @@ fn every_seed_example_over_http_is_stored_or_quarantined_and_projected() {
     assert_eq!(d.get("/v1/journeys/unknown/events").status, 404);
     assert_eq!(d.get("/v1/journeys?status=lost").status, 400);
     assert_eq!(d.get("/v1/events?limit=2").json()["next_after"], 2);
+    // A quarantined body keeps the request's selected headers beside its bytes.
+    let headers: Vec<String> = {
+        let conn = j.sql();
+        let mut stmt = conn
+            .prepare("SELECT headers FROM quarantine ORDER BY id")
+            .expect("sql");
+        stmt.query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(headers.len(), 2);
+    for h in headers {
+        let h: Value = serde_json::from_str(&h).expect("headers are JSON");
+        assert_eq!(h["content-type"], "application/json", "{h}");
+    }
 }
 
 #[test]

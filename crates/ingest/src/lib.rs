@@ -188,20 +188,13 @@ async fn store_body(
     bytes: Bytes,
 ) -> Response {
     let size = bytes.len();
-    let header_json = selected_headers(headers);
-    let split = move || match events::parse_delivery(source, &bytes) {
-        Ok(events) => store::Body::Events(events),
-        Err(rejection) => store::Body::Quarantine(Quarantined {
-            reason: rejection.to_string(),
-            headers: header_json,
-            bytes: bytes.to_vec(),
-        }),
-    };
-    let body = if size <= INLINE_PARSE_BYTES {
+    // Parse; the body comes back with the result so a rejected one can be kept whole.
+    let split = move || (events::parse_delivery(source, &bytes), bytes);
+    let (parsed, bytes) = if size <= INLINE_PARSE_BYTES {
         split()
     } else {
         match tokio::task::spawn_blocking(split).await {
-            Ok(b) => b,
+            Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "parsing task failed");
                 return error(
@@ -211,6 +204,15 @@ async fn store_body(
                 );
             }
         }
+    };
+    let body = match parsed {
+        Ok(events) => store::Body::Events(events),
+        // Only a rejected body needs its headers kept.
+        Err(rejection) => store::Body::Quarantine(Quarantined {
+            reason: rejection.to_string(),
+            headers: selected_headers(headers),
+            bytes: bytes.to_vec(),
+        }),
     };
     let quarantine_reason = match &body {
         store::Body::Quarantine(q) => Some(q.reason.clone()),
