@@ -288,8 +288,9 @@ pub(crate) fn read_journeys(conn: &Connection, f: &JourneyFilter) -> Result<Vec<
 /// counts, `last_activity`); the indexed columns that rarely change (status, journey id, customer
 /// reference, user, ...) are rewritten by a second statement only when they differ. An UPDATE
 /// that names an indexed column rewrites that index entry even when the value is the same, and
-/// every such page goes to the WAL (docs/BENCHMARKS.md).
-fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
+/// every such page goes to the WAL (docs/BENCHMARKS.md). `fresh`: the table is a rebuild's own,
+/// every key new, so the INSERT sets every column and the second statement has nothing to do.
+fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow, fresh: bool) -> Result<()> {
     let r = row;
     match &r.columns {
         Columns::Journey {
@@ -307,11 +308,13 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
                      updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, status, journey_id, customer_reference, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            tx.prepare_cached(&format!(
+            if !fresh {
+                tx.prepare_cached(&format!(
                 "UPDATE {table} SET status = ?2, journey_id = ?3, customer_reference = ?4
                  WHERE correlation_id = ?1 AND (status IS NOT ?2 OR journey_id IS NOT ?3 OR customer_reference IS NOT ?4)"
             ))?
             .execute(params![r.key, status, journey_id, customer_reference])?;
+            }
         }
         Columns::Member {
             user_guid,
@@ -327,10 +330,12 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
                      last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, user_guid, connection_status, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            tx.prepare_cached(&format!(
+            if !fresh {
+                tx.prepare_cached(&format!(
                 "UPDATE {table} SET user_guid = ?2 WHERE member_guid = ?1 AND user_guid IS NOT ?2"
             ))?
             .execute(params![r.key, user_guid])?;
+            }
         }
         Columns::User { last_activity } => {
             tx.prepare_cached(&format!(
@@ -354,11 +359,13 @@ fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow) -> Result<()> {
                      event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
             ))?
             .execute(params![r.key, resource_type, guid, user_guid, deleted, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            tx.prepare_cached(&format!(
-                "UPDATE {table} SET type = ?2, guid = ?3, user_guid = ?4
+            if !fresh {
+                tx.prepare_cached(&format!(
+                    "UPDATE {table} SET type = ?2, guid = ?3, user_guid = ?4
                  WHERE key = ?1 AND (type IS NOT ?2 OR guid IS NOT ?3 OR user_guid IS NOT ?4)"
-            ))?
-            .execute(params![r.key, resource_type, guid, user_guid])?;
+                ))?
+                .execute(params![r.key, resource_type, guid, user_guid])?;
+            }
         }
     }
     Ok(())
@@ -376,7 +383,7 @@ pub(crate) fn write_batch(tx: &Transaction<'_>, batch: &ProjectBatch) -> Result<
         }
     }
     for (projection, row) in &batch.rows {
-        upsert(tx, projection.name(), row)?;
+        upsert(tx, projection.name(), row, false)?;
     }
     for (projection, seq) in &batch.checkpoints {
         tx.prepare_cached("UPDATE checkpoints SET seq = ?2 WHERE projection = ?1")?
@@ -450,7 +457,7 @@ pub(crate) fn rebuild_rows(
     rows: &[SnapshotRow],
 ) -> Result<()> {
     for row in rows {
-        upsert(tx, &ticket.table, row)?;
+        upsert(tx, &ticket.table, row, true)?;
     }
     Ok(())
 }
