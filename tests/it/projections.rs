@@ -230,3 +230,29 @@ fn a_rebuild_in_one_process_while_another_imports_ends_equal_to_a_fresh_rebuild(
     assert_eq!(stats["projector"]["lag"], 0);
     assert_eq!(stats["events"], 6000);
 }
+
+#[test]
+fn import_no_project_only_appends_and_the_next_import_catches_up() {
+    let j = journeyd();
+    j.json(&[
+        "import",
+        "--no-project",
+        arg(&examples().join("mobile-journeys.json")),
+    ]);
+    let stats = j.json(&["stats"]);
+    assert_eq!(
+        (
+            &stats["events"],
+            &stats["projector"]["lag"],
+            &stats["journeys"]["total"]
+        ),
+        (&json!(6), &json!(6), &json!(0))
+    );
+    let empty = j.write("empty.ndjson", b"");
+    j.json(&["import", arg(&empty)]);
+    let stats = j.json(&["stats"]);
+    assert_eq!(
+        (&stats["projector"]["lag"], &stats["journeys"]["total"]),
+        (&json!(0), &json!(2))
+    );
+}

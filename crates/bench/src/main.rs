@@ -155,31 +155,43 @@ fn import(dir: &Path, n: usize, runs: usize) -> anyhow::Result<()> {
 
     let mut baseline = Duration::MAX;
     let mut ours = Duration::MAX;
+    let mut projected = Duration::MAX;
     for run in 0..runs {
         let db = fresh_db(dir, "baseline.db")?;
         let t = Instant::now();
         plain_insert(&db, &rows)?;
         baseline = baseline.min(t.elapsed());
 
-        let db = fresh_db(dir, "journeyd.db")?;
-        let t = Instant::now();
-        let code = journeyd::run_with_args([
-            "journeyd",
-            "--db",
-            db.to_str().context("path")?,
-            "--json",
-            "import",
-            "--source",
-            "mobile-journeys",
-            file.to_str().context("path")?,
-        ]);
-        let took = t.elapsed();
-        anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "import failed");
-        let stored: i64 =
-            rusqlite::Connection::open(&db)?
-                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-        anyhow::ensure!(stored as usize == n, "import stored {stored} of {n} events");
+        let timed = |no_project: bool| -> anyhow::Result<Duration> {
+            let db = fresh_db(dir, "journeyd.db")?;
+            let mut args = vec![
+                "journeyd",
+                "--db",
+                db.to_str().context("path")?,
+                "--json",
+                "import",
+                "--source",
+                "mobile-journeys",
+            ];
+            if no_project {
+                args.push("--no-project");
+            }
+            args.push(file.to_str().context("path")?);
+            let t = Instant::now();
+            let code = journeyd::run_with_args(args);
+            let took = t.elapsed();
+            anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "import failed");
+            let stored: i64 = rusqlite::Connection::open(&db)?.query_row(
+                "SELECT count(*) FROM events",
+                [],
+                |r| r.get(0),
+            )?;
+            anyhow::ensure!(stored as usize == n, "import stored {stored} of {n} events");
+            Ok(took)
+        };
+        let took = timed(true)?;
         ours = ours.min(took);
+        projected = projected.min(timed(false)?);
         eprintln!(
             "run {}: baseline {:?}, journeyd import {:?}",
             run + 1,
@@ -201,10 +213,16 @@ fn import(dir: &Path, n: usize, runs: usize) -> anyhow::Result<()> {
         rate(baseline)
     );
     println!(
-        "| `journeyd import` (read, parse, canonicalize, UUIDv5, dedupe, append) | {:.2} s | {:.0} | {:.2} |",
+        "| `journeyd import --no-project` (read, parse, canonicalize, UUIDv5, dedupe, append) | {:.2} s | {:.0} | {:.2} |",
         ours.as_secs_f64(),
         rate(ours),
         baseline.as_secs_f64() / ours.as_secs_f64()
+    );
+    println!(
+        "| `journeyd import` (the same, then projecting into snapshots) | {:.2} s | {:.0} | {:.2} |",
+        projected.as_secs_f64(),
+        rate(projected),
+        baseline.as_secs_f64() / projected.as_secs_f64()
     );
     Ok(())
 }

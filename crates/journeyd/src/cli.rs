@@ -206,6 +206,11 @@ pub(crate) struct ImportArgs {
     #[arg(long, env = "JOURNEYD_IMPORT_SOURCE", value_parser = parse_source)]
     pub(crate) source: Option<Source>,
 
+    /// Append only, without bringing the snapshots up to date. For bulk backfills: import many
+    /// files, then project once (the next import, `serve` or `rebuild` catches up).
+    #[arg(long)]
+    pub(crate) no_project: bool,
+
     /// Files to import; `-` reads NDJSON from stdin.
     #[arg(required = true, value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,

@@ -141,7 +141,11 @@ pub(crate) fn run(
     let tally = pipeline.finish()?;
     progress.finish_and_clear();
     // When import returns, the snapshots are current (DESIGN.md section 8).
-    let projected = crate::project::catch_up(&store, config);
+    let projected = if args.no_project {
+        Ok(Default::default())
+    } else {
+        crate::project::catch_up(&store, config)
+    };
     store.close();
     projected?;
     if out.json {
