@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,52 +102,167 @@ fn delivery(conn: usize, n: usize) -> String {
     )
 }
 
-/// Runs `connections` senders for `duration`; returns (requests, latencies in µs, errors).
+/// A keep-alive HTTP/1.1 connection on tokio: the senders' client. One event loop drives
+/// every connection, so the load generator's own cost per request stays a few microseconds
+/// (a thread per connection spent more CPU on context switches than the server under test).
+struct AsyncConn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    request: Vec<u8>,
+}
+
+impl AsyncConn {
+    async fn open(addr: &str) -> anyhow::Result<AsyncConn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(AsyncConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            request: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Sends one request and returns its status once the whole response is read.
+    async fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        use tokio::io::AsyncWriteExt;
+        self.request.clear();
+        write!(
+            self.request,
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        self.request.extend_from_slice(body);
+        self.stream.write_all(&self.request).await?;
+        loop {
+            if let Some((status, head, length)) = parse_head(&self.buf)? {
+                while self.buf.len() < head + length {
+                    self.read_more().await?;
+                }
+                self.buf.drain(..head + length);
+                return Ok(status);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        Ok(())
+    }
+}
+
+/// A response head in `buf`: (status, head length, content length), or None if incomplete.
+fn parse_head(buf: &[u8]) -> anyhow::Result<Option<(u16, usize, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end])?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("bad status line")?;
+    let mut length = 0;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse()?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            anyhow::bail!("chunked responses are not supported by the load generator");
+        }
+    }
+    Ok(Some((status, end + 4, length)))
+}
+
+/// What a load run measured: completed requests, their latencies in µs, and errors.
+struct Load {
+    requests: u64,
+    latencies: Vec<u32>,
+    errors: u64,
+}
+
+/// Runs `connections` clients on one tokio thread for `duration`. `request(c, n)` gives the
+/// method, path and body of connection `c`'s `n`th request; `ok` says which statuses count.
 fn load(
     addr: &str,
     connections: usize,
     duration: Duration,
-    offset: usize,
-) -> anyhow::Result<(u64, Vec<u32>, u64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut handles = Vec::new();
-    for c in 0..connections {
-        let (stop, errors, addr) = (Arc::clone(&stop), Arc::clone(&errors), addr.to_owned());
-        handles.push(std::thread::spawn(move || -> Vec<u32> {
-            let mut lat = Vec::new();
-            let Ok(mut conn) = Conn::open(&addr) else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return lat;
-            };
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = delivery(offset + c, n);
-                n += 1;
-                let t = Instant::now();
-                match conn.call("POST", "/webhooks/mobile-journeys", body.as_bytes()) {
-                    Ok((204, _)) => {
-                        lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        match Conn::open(&addr) {
-                            Ok(c) => conn = c,
-                            Err(_) => return lat,
+    request: impl Fn(usize, usize) -> (&'static str, String, String) + Send + Sync + 'static,
+    ok: fn(u16) -> bool,
+) -> anyhow::Result<Load> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let request = Arc::new(request);
+    runtime.block_on(async move {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..connections {
+            let (addr, request) = (addr.to_owned(), Arc::clone(&request));
+            tasks.spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut conn = None;
+                let mut n = 0;
+                while tokio::time::Instant::now() < deadline {
+                    let current = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match AsyncConn::open(&addr).await {
+                            Ok(c) => conn.insert(c),
+                            Err(_) => {
+                                errors += 1;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let (method, path, body) = request(c, n);
+                    n += 1;
+                    let t = Instant::now();
+                    match current.call(method, &path, body.as_bytes()).await {
+                        Ok(status) if ok(status) => {
+                            lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
+                        }
+                        Ok(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            conn = None;
                         }
                     }
                 }
-            }
-            lat
-        }));
+                (lat, errors)
+            });
+        }
+        let mut out = Load {
+            requests: 0,
+            latencies: Vec::new(),
+            errors: 0,
+        };
+        while let Some(done) = tasks.join_next().await {
+            let (lat, errors) = done.map_err(|_| anyhow::anyhow!("a sender panicked"))?;
+            out.latencies.extend(lat);
+            out.errors += errors;
+        }
+        out.requests = out.latencies.len() as u64;
+        out.latencies.sort_unstable();
+        Ok(out)
+    })
+}
+
+/// Connection `offset + c`'s `n`th webhook delivery.
+fn webhook(offset: usize) -> impl Fn(usize, usize) -> (&'static str, String, String) {
+    move |c, n| {
+        (
+            "POST",
+            "/webhooks/mobile-journeys".to_owned(),
+            delivery(offset + c, n),
+        )
     }
-    std::thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.join().map_err(|_| anyhow::anyhow!("a sender panicked"))?);
-    }
-    Ok((all.len() as u64, all, errors.load(Ordering::Relaxed)))
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -232,18 +347,79 @@ fn probe(addr: &str, n: usize) -> anyhow::Result<f64> {
     }
 }
 
-/// The parse-only baseline server (run as `bench baseline-server`).
-pub(crate) fn baseline_server() -> anyhow::Result<()> {
+/// A body waiting for the durable floor's writer, and where to say it is stored.
+type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<()>);
+
+/// The durable floor's writer: one connection, one table with no index, group commit with
+/// `synchronous=FULL`. The least any server that acknowledges only durable bodies can do.
+fn floor_writer(path: &Path) -> anyhow::Result<std::sync::mpsc::SyncSender<Pending>> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE log (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(4096);
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            let t = conn.transaction()?;
+            {
+                let mut insert = t.prepare_cached("INSERT INTO log (body) VALUES (?1)")?;
+                for (body, _) in &group {
+                    insert.execute([body])?;
+                }
+            }
+            t.commit()?;
+            for (_, done) in group {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    });
+    Ok(tx)
+}
+
+/// The baseline servers (run as `bench baseline-server`): parse the JSON and answer 204; with
+/// `durable`, also append the body to a SQLite log (group commit, fsync) before answering.
+pub(crate) fn baseline_server(durable: Option<&Path>) -> anyhow::Result<()> {
+    let writer = durable.map(floor_writer).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = axum::Router::new().route(
+        // A journey document of the size point queries return, for the GET ceiling.
+        let document = axum::body::Bytes::from(format!(
+            r#"{{"key":"c-1-1","state":{{"correlation_id":"c-1-1","sessions":[{}]}},"meta":{{"event_count":40,"last_seq":1,"updated_at":"2026-11-22T00:00:00Z"}}}}"#,
+            (0..40).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",")
+        ));
+        let app = axum::Router::new()
+            .route(
+                "/v1/journeys/{id}",
+                axum::routing::get(move || async move {
+                    ([(axum::http::header::CONTENT_TYPE, "application/json")], document)
+                }),
+            )
+            .route(
             "/webhooks/mobile-journeys",
-            axum::routing::post(|body: axum::body::Bytes| async move {
-                match serde_json::from_slice::<serde_json::Value>(&body) {
-                    Ok(_) => axum::http::StatusCode::NO_CONTENT,
-                    Err(_) => axum::http::StatusCode::ACCEPTED,
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                    return axum::http::StatusCode::ACCEPTED;
+                }
+                let Some(writer) = writer else {
+                    return axum::http::StatusCode::NO_CONTENT;
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if writer.try_send((body.to_vec(), tx)).is_err() {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                match rx.await {
+                    Ok(()) => axum::http::StatusCode::NO_CONTENT,
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 }
             }),
         );
@@ -254,7 +430,12 @@ pub(crate) fn baseline_server() -> anyhow::Result<()> {
     })
 }
 
-pub(crate) fn run(dir: &Path, seconds: u64, journeyd: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(
+    dir: &Path,
+    seconds: u64,
+    journeyd: &Path,
+    connection_counts: &[usize],
+) -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     anyhow::ensure!(
         journeyd.exists(),
@@ -268,16 +449,27 @@ pub(crate) fn run(dir: &Path, seconds: u64, journeyd: &Path) -> anyhow::Result<(
     println!("| server | connections | events/s | p50 ms | p99 ms | errors | ratio to baseline |");
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    for connections in [64usize, 256] {
+    for &connections in connection_counts {
         let (base, base_addr) = spawn({
             let mut c = Command::new(std::env::current_exe()?);
             c.arg("baseline-server");
             c
         })?;
-        let (bn, mut bl, be) = load(&base_addr, connections, duration, 0)?;
+        let base_load = load(&base_addr, connections, duration, webhook(0), |s| s == 204)?;
+        let get_ceiling = load(&base_addr, 64, duration, point_query, |s| s == 200)?;
         stop(base);
-        bl.sort_unstable();
-        let base_rate = bn as f64 / duration.as_secs_f64();
+        let base_rate = base_load.requests as f64 / duration.as_secs_f64();
+
+        let (floor, floor_addr) = spawn({
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("baseline-server")
+                .arg("--durable")
+                .arg(dir.join(format!("floor-{connections}.db")));
+            c
+        })?;
+        let floor_load = load(&floor_addr, connections, duration, webhook(0), |s| s == 204)?;
+        stop(floor);
+        let floor_rate = floor_load.requests as f64 / duration.as_secs_f64();
 
         let db = dir.join(format!("serve-{connections}.db"));
         let (daemon, addr) = spawn({
@@ -312,11 +504,10 @@ pub(crate) fn run(dir: &Path, seconds: u64, journeyd: &Path) -> anyhow::Result<(
                 }
             })
         };
-        let (n, mut lat, errors) = load(&addr, connections, duration, 100_000)?;
+        let ingest = load(&addr, connections, duration, webhook(100_000), |s| s == 204)?;
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
-        lat.sort_unstable();
-        let rate = n as f64 / duration.as_secs_f64();
+        let rate = ingest.requests as f64 / duration.as_secs_f64();
         let rss = peak_rss_mib(daemon.id());
         let mut p = probes.lock().map(|p| p.clone()).unwrap_or_default();
         p.sort_by(f64::total_cmp);
@@ -326,19 +517,27 @@ pub(crate) fn run(dir: &Path, seconds: u64, journeyd: &Path) -> anyhow::Result<(
             .unwrap_or(f64::NAN);
 
         // Point queries on the same daemon, same connection count.
-        let (qn, mut ql) = point_queries(&addr, connections.min(64), duration)?;
-        ql.sort_unstable();
+        let queries = load(&addr, 64, duration, point_query, |s| s == 200 || s == 404)?;
         stop(daemon);
 
         println!(
-            "| parse-only axum handler (baseline) | {connections} | {base_rate:.0} | {:.2} | {:.2} | {be} | 1.00 |",
-            percentile(&bl, 0.5),
-            percentile(&bl, 0.99)
+            "| parse-only axum handler (baseline) | {connections} | {base_rate:.0} | {:.2} | {:.2} | {} | 1.00 |",
+            percentile(&base_load.latencies, 0.5),
+            percentile(&base_load.latencies, 0.99),
+            base_load.errors
         );
         println!(
-            "| `journeyd serve` (synchronous=FULL) | {connections} | {rate:.0} | {:.2} | {:.2} | {errors} | {:.2} |",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
+            "| durable floor: parse, one unindexed row, group commit with fsync | {connections} | {floor_rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
+            percentile(&floor_load.latencies, 0.5),
+            percentile(&floor_load.latencies, 0.99),
+            floor_load.errors,
+            floor_rate / base_rate
+        );
+        println!(
+            "| `journeyd serve` (synchronous=FULL) | {connections} | {rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
+            percentile(&ingest.latencies, 0.5),
+            percentile(&ingest.latencies, 0.99),
+            ingest.errors,
             rate / base_rate
         );
         rows.push((
@@ -346,58 +545,31 @@ pub(crate) fn run(dir: &Path, seconds: u64, journeyd: &Path) -> anyhow::Result<(
             visible_p99,
             p.len(),
             rss,
-            qn as f64 / duration.as_secs_f64(),
-            percentile(&ql, 0.99),
+            queries.requests as f64 / duration.as_secs_f64(),
+            percentile(&queries.latencies, 0.99),
+            get_ceiling.requests as f64 / duration.as_secs_f64(),
         ));
     }
     println!();
     println!(
-        "| connections | ack-to-visible p99 ms (probes) | daemon peak RSS MiB | point queries/s (64 conns) | query p99 ms |"
+        "| connections | ack-to-visible p99 ms (probes) | daemon peak RSS MiB | point queries/s (64 conns) | query p99 ms | GET ceiling/s (fixed document, 64 conns) | ratio |"
     );
-    println!("|---|---|---|---|---|");
-    for (c, v, probes, rss, q, qp) in rows {
+    println!("|---|---|---|---|---|---|---|");
+    for (c, v, probes, rss, q, qp, ceiling) in rows {
         println!(
-            "| {c} | {v:.1} ({probes}) | {} | {q:.0} | {qp:.2} |",
-            rss.map_or("?".into(), |r| r.to_string())
+            "| {c} | {v:.1} ({probes}) | {} | {q:.0} | {qp:.2} | {ceiling:.0} | {:.2} |",
+            rss.map_or("?".into(), |r| r.to_string()),
+            q / ceiling
         );
     }
     Ok(())
 }
 
-fn point_queries(
-    addr: &str,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<(u64, Vec<u32>)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for c in 0..connections {
-        let (stop, addr) = (Arc::clone(&stop), addr.to_owned());
-        handles.push(std::thread::spawn(move || -> Vec<u32> {
-            let mut lat = Vec::new();
-            let Ok(mut conn) = Conn::open(&addr) else {
-                return lat;
-            };
-            let mut n = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let path = format!("/v1/journeys/c-{}-{}", 100_000 + (c + n) % 64, n % 20);
-                n += 1;
-                let t = Instant::now();
-                match conn.call("GET", &path, b"") {
-                    Ok((200 | 404, _)) => {
-                        lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
-                    }
-                    _ => return lat,
-                }
-            }
-            lat
-        }));
-    }
-    std::thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.join().map_err(|_| anyhow::anyhow!("a reader panicked"))?);
-    }
-    Ok((all.len() as u64, all))
+/// Connection `c`'s `n`th point query: one of the journeys the ingest run wrote.
+fn point_query(c: usize, n: usize) -> (&'static str, String, String) {
+    (
+        "GET",
+        format!("/v1/journeys/c-{}-{}", 100_000 + (c + n) % 64, n % 20),
+        String::new(),
+    )
 }

@@ -65,10 +65,17 @@ enum Command {
         /// The journeyd executable (default: beside this one).
         #[arg(long)]
         journeyd: Option<PathBuf>,
+        /// Concurrent connections, one row each.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 256])]
+        connections: Vec<usize>,
     },
     /// The parse-only baseline server, for `http` (not for direct use).
     #[command(hide = true)]
-    BaselineServer,
+    BaselineServer {
+        /// Also append each body to this SQLite file, group-committed with fsync, before 204.
+        #[arg(long)]
+        durable: Option<PathBuf>,
+    },
     /// Durable appends (synchronous=FULL) from 1, 16 and 256 concurrent appenders, one event
     /// per append, against one transaction per event.
     Appenders {
@@ -90,14 +97,18 @@ fn main() -> anyhow::Result<()> {
         Command::Rebuild { events, seconds } => {
             rebuild(dir.path(), events, Duration::from_secs(seconds))
         }
-        Command::Http { seconds, journeyd } => {
+        Command::Http {
+            seconds,
+            journeyd,
+            connections,
+        } => {
             let exe = match journeyd {
                 Some(p) => p,
                 None => std::env::current_exe()?.with_file_name("journeyd"),
             };
-            http::run(dir.path(), seconds, &exe)
+            http::run(dir.path(), seconds, &exe, &connections)
         }
-        Command::BaselineServer => http::baseline_server(),
+        Command::BaselineServer { durable } => http::baseline_server(durable.as_deref()),
     }
 }
 

@@ -306,6 +306,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bundled_sqlite_has_no_process_wide_cache_or_malloc_mutex() {
+        // `.cargo/config.toml` sets these through LIBSQLITE3_FLAGS (decision 0008). Without them
+        // every connection of the daemon contends on one page-cache mutex.
+        let conn = Connection::open_in_memory().expect("open");
+        let mut stmt = conn.prepare("PRAGMA compile_options").expect("pragma");
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
+    #[test]
     fn migrations_are_valid() {
         migrations().validate().expect("migrations validate");
     }
