@@ -179,6 +179,25 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
     }
 }
 
+/// The quarantine reason of a body the parser panicked on.
+const PARSER_PANIC: &str =
+    "the parser failed on this body (a bug in journeyd); it is kept for replay after a fix";
+
+/// Splits a body into events, or says why it goes to quarantine. The parser is property-tested
+/// never to panic; should it still, the body is quarantined rather than lost with the request.
+fn split_body(
+    parse: impl FnOnce() -> Result<Vec<events::Event>, events::Rejection>,
+) -> Result<Vec<events::Event>, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+        Ok(Ok(events)) => Ok(events),
+        Ok(Err(rejection)) => Err(rejection.to_string()),
+        Err(_) => {
+            tracing::error!("the parser panicked; the body goes to quarantine");
+            Err(PARSER_PANIC.to_owned())
+        }
+    }
+}
+
 async fn store_body(
     ingest: &Ingest,
     source: Source,
@@ -189,7 +208,7 @@ async fn store_body(
 ) -> Response {
     let size = bytes.len();
     // Parse; the body comes back with the result so a rejected one can be kept whole.
-    let split = move || (events::parse_delivery(source, &bytes), bytes);
+    let split = move || (split_body(|| events::parse_delivery(source, &bytes)), bytes);
     let (parsed, bytes) = if size <= INLINE_PARSE_BYTES {
         split()
     } else {
@@ -208,8 +227,8 @@ async fn store_body(
     let body = match parsed {
         Ok(events) => store::Body::Events(events),
         // Only a rejected body needs its headers kept.
-        Err(rejection) => store::Body::Quarantine(Quarantined {
-            reason: rejection.to_string(),
+        Err(reason) => store::Body::Quarantine(Quarantined {
+            reason,
             headers: selected_headers(headers),
             bytes: bytes.to_vec(),
         }),
@@ -266,5 +285,26 @@ async fn store_body(
             ingest.metrics.rejected(source, "store_error");
             unavailable("the store is shutting down; retry")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parser_panic_becomes_a_quarantine_reason_not_a_lost_body() {
+        let reason = split_body(|| panic!("a parser bug")).expect_err("quarantined");
+        assert_eq!(reason, PARSER_PANIC);
+    }
+
+    #[test]
+    fn split_body_passes_events_and_rejections_through() {
+        let body = br#"{"action":"created","goal":{"guid":"GOL-1","revision":1}}"#;
+        let events = split_body(|| events::parse_delivery(Source::Mx, body)).expect("events");
+        assert_eq!(events.len(), 1);
+        let reason = split_body(|| events::parse_delivery(Source::Mx, b"{")).expect_err("bad");
+        assert_ne!(reason, PARSER_PANIC);
+        assert!(!reason.is_empty());
     }
 }
