@@ -1,6 +1,7 @@
 //! The read API (DESIGN.md section 8): snapshots, lists, the log, stats, the live stream,
-//! health and metrics. Read-only: every query runs on a pooled read-only SQLite connection on
-//! the blocking pool, beside the writer (WAL).
+//! health and metrics. Read-only: every query runs on a pooled read-only SQLite connection
+//! beside the writer (WAL); point lookups on the worker thread, scans on the blocking pool
+//! (decision 0008).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
