@@ -469,7 +469,6 @@ pub(crate) fn run(
         })?;
         let floor_load = load(&floor_addr, connections, duration, webhook(0), |s| s == 204)?;
         stop(floor);
-        let floor_rate = floor_load.requests as f64 / duration.as_secs_f64();
 
         let db = dir.join(format!("serve-{connections}.db"));
         let (daemon, addr) = spawn({
@@ -507,7 +506,6 @@ pub(crate) fn run(
         let ingest = load(&addr, connections, duration, webhook(100_000), |s| s == 204)?;
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
-        let rate = ingest.requests as f64 / duration.as_secs_f64();
         let rss = peak_rss_mib(daemon.id());
         let mut p = probes.lock().map(|p| p.clone()).unwrap_or_default();
         p.sort_by(f64::total_cmp);
@@ -520,26 +518,22 @@ pub(crate) fn run(
         let queries = load(&addr, 64, duration, point_query, |s| s == 200 || s == 404)?;
         stop(daemon);
 
-        println!(
-            "| parse-only axum handler (baseline) | {connections} | {base_rate:.0} | {:.2} | {:.2} | {} | 1.00 |",
-            percentile(&base_load.latencies, 0.5),
-            percentile(&base_load.latencies, 0.99),
-            base_load.errors
+        let row = |server: &str, load: &Load| {
+            let rate = load.requests as f64 / duration.as_secs_f64();
+            println!(
+                "| {server} | {connections} | {rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
+                percentile(&load.latencies, 0.5),
+                percentile(&load.latencies, 0.99),
+                load.errors,
+                rate / base_rate
+            );
+        };
+        row("parse-only axum handler (baseline)", &base_load);
+        row(
+            "durable floor: parse, one unindexed row, group commit with fsync",
+            &floor_load,
         );
-        println!(
-            "| durable floor: parse, one unindexed row, group commit with fsync | {connections} | {floor_rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
-            percentile(&floor_load.latencies, 0.5),
-            percentile(&floor_load.latencies, 0.99),
-            floor_load.errors,
-            floor_rate / base_rate
-        );
-        println!(
-            "| `journeyd serve` (synchronous=FULL) | {connections} | {rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
-            percentile(&ingest.latencies, 0.5),
-            percentile(&ingest.latencies, 0.99),
-            ingest.errors,
-            rate / base_rate
-        );
+        row("`journeyd serve` (synchronous=FULL)", &ingest);
         rows.push((
             connections,
             visible_p99,
