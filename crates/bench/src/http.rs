@@ -93,12 +93,66 @@ fn now_rfc3339() -> String {
     events::timestamp::format_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// One live event: the current time, one of 20 journeys per connection.
+/// Journeys each connection has open at once.
+const OPEN_JOURNEYS: usize = 20;
+/// The events of one journey, in the order a connection sends them: a link, a session, three
+/// stages, a payment, a document, and the completing stage. Each is
+/// (`eventId`, the `data` fields after the common ones).
+const LIFECYCLE: [(&str, &str); 8] = [
+    (
+        "linkcreated",
+        r#""url":"https://examplelink.com/abc","parameters":{"name":"John Smith","amount":"12.00"}"#,
+    ),
+    ("sessioncreated", r#""sessionId":"S1""#),
+    ("stage", r#""sessionId":"S1","stageName":"identity""#),
+    ("stage", r#""sessionId":"S1","stageName":"details""#),
+    (
+        "paymentattempt",
+        r#""sessionId":"S1","paymentDetail":{"transactionId":"T1","transactionTime":"2026-11-22T10:00:00Z","authorised":"true","amount":5.56,"currency":"GBP","cardNumber":"001","authorisationCode":"test/4321","cardType":"DEBIT","cardholderName":"John Smith"}"#,
+    ),
+    (
+        "documentgenerated",
+        r#""sessionId":"S1","templateId":"cf80f9b3","documentId":"D1","documentCategory":"Invoice-Type1""#,
+    ),
+    ("stage", r#""sessionId":"S1","stageName":"review""#),
+    (
+        "stage",
+        r#""sessionId":"S1","stageName":"journeyEnd","generatedDocumentIds":["D1"],"downloadedDocumentIds":["D1"],"uploadedDocumentIds":[],"transactionIds":["T1"]"#,
+    ),
+];
+
+/// The correlation id of a connection's `generation`th journey in slot `slot`: UUID-shaped
+/// and spread over the key space, as providers' ids are.
+fn correlation_id(conn: usize, slot: usize, generation: usize) -> String {
+    // splitmix64: a cheap, well-mixed bijection.
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let seed = ((conn as u64) << 40) ^ ((slot as u64) << 32) ^ generation as u64;
+    let (a, b) = (mix(seed), mix(seed ^ 0x9e37_79b9_7f4a_7c15));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Connection `conn`'s `n`th live event (the current time). Each connection keeps
+/// [`OPEN_JOURNEYS`] journeys open and sends them events in turn; a journey that has had its
+/// [`LIFECYCLE`] is replaced by a new one. So states stay the size of real journeys, new keys
+/// keep arriving, and statuses move through created, opened, paid and completed.
 fn delivery(conn: usize, n: usize) -> String {
     let now = now_rfc3339();
+    let (slot, round) = (n % OPEN_JOURNEYS, n / OPEN_JOURNEYS);
+    let (event_id, fields) = LIFECYCLE[round % LIFECYCLE.len()];
+    let id = correlation_id(conn, slot, round / LIFECYCLE.len());
     format!(
-        r#"[{{"productId":"mobilejourneys","eventId":"sessioncreated","eventVersion":"1","eventTime":"{now}","data":{{"occurredAt":"{now}","journeyId":"2","correlationId":"c-{conn}-{}","customerReference":"AX-{conn}","sessionId":"{n}"}}}}]"#,
-        n % 20
+        r#"[{{"productId":"mobilejourneys","eventId":"{event_id}","eventVersion":"1","eventTime":"{now}","data":{{"occurredAt":"{now}","journeyId":"2","correlationId":"{id}","customerReference":"AX-{conn}-{slot}",{fields}}}}}]"#
     )
 }
 
@@ -392,37 +446,39 @@ pub(crate) fn baseline_server(durable: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        // A journey document of the size point queries return, for the GET ceiling.
-        let document = axum::body::Bytes::from(format!(
-            r#"{{"key":"c-1-1","state":{{"correlation_id":"c-1-1","sessions":[{}]}},"meta":{{"event_count":40,"last_seq":1,"updated_at":"2026-11-22T00:00:00Z"}}}}"#,
-            (0..40).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",")
-        ));
+        // What `GET /v1/journeys/{id}` returns for a journey that had the load's LIFECYCLE, for
+        // the GET ceiling.
+        let document =
+            axum::body::Bytes::from_static(include_bytes!("../data/completed-journey.json"));
         let app = axum::Router::new()
             .route(
                 "/v1/journeys/{id}",
                 axum::routing::get(move || async move {
-                    ([(axum::http::header::CONTENT_TYPE, "application/json")], document)
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document,
+                    )
                 }),
             )
             .route(
-            "/webhooks/mobile-journeys",
-            axum::routing::post(move |body: axum::body::Bytes| async move {
-                if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-                    return axum::http::StatusCode::ACCEPTED;
-                }
-                let Some(writer) = writer else {
-                    return axum::http::StatusCode::NO_CONTENT;
-                };
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if writer.try_send((body.to_vec(), tx)).is_err() {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                }
-                match rx.await {
-                    Ok(()) => axum::http::StatusCode::NO_CONTENT,
-                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                }
-            }),
-        );
+                "/webhooks/mobile-journeys",
+                axum::routing::post(move |body: axum::body::Bytes| async move {
+                    if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                        return axum::http::StatusCode::ACCEPTED;
+                    }
+                    let Some(writer) = writer else {
+                        return axum::http::StatusCode::NO_CONTENT;
+                    };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if writer.try_send((body.to_vec(), tx)).is_err() {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    match rx.await {
+                        Ok(()) => axum::http::StatusCode::NO_CONTENT,
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         eprintln!("listening on http://{}", listener.local_addr()?);
         axum::serve(listener, app).await?;
@@ -559,11 +615,14 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// Connection `c`'s `n`th point query: one of the journeys the ingest run wrote.
+/// Connection `c`'s `n`th point query: one of the first journeys the ingest run wrote.
 fn point_query(c: usize, n: usize) -> (&'static str, String, String) {
     (
         "GET",
-        format!("/v1/journeys/c-{}-{}", 100_000 + (c + n) % 64, n % 20),
+        format!(
+            "/v1/journeys/{}",
+            correlation_id(100_000 + (c + n) % 64, n % OPEN_JOURNEYS, 0)
+        ),
         String::new(),
     )
 }

@@ -48,6 +48,17 @@ pub(crate) struct Cli {
     )]
     pub(crate) completing_stages: Vec<String>,
 
+    /// Memory, in MiB, each projection may use to keep folds between batches (estimated; see
+    /// the `journeyd_projector_cache_bytes` metric). A key that is not kept is refolded from
+    /// the log, so too small a cache slows the projector when many keys are active.
+    #[arg(
+        long,
+        global = true,
+        env = "JOURNEYD_PROJECTOR_CACHE_MIB",
+        default_value_t = 16
+    )]
+    pub(crate) projector_cache_mib: usize,
+
     /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...). Default:
     /// `info` for `serve`, `warn` for the other commands.
     #[arg(long, global = true, env = "JOURNEYD_LOG")]

@@ -61,7 +61,7 @@ where
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
-    let config = project::config(&cli.completing_stages);
+    let config = project::config(&cli.completing_stages, cli.projector_cache_mib);
     let db = &cli.db;
     match cli.command {
         cli::Command::Serve(args) => serve::run(db, cli.synchronous, &config, &args),

@@ -30,6 +30,8 @@ pub(crate) struct Metrics {
     commit_seconds: Histogram,
     lag: Gauge,
     checkpoint: Gauge,
+    cache_keys: Gauge,
+    cache_bytes: Gauge,
     ack_to_projected: Histogram,
 }
 
@@ -68,6 +70,18 @@ impl Metrics {
             "The lowest projection checkpoint (seq)",
             checkpoint.clone(),
         );
+        let cache_keys = Gauge::default();
+        registry.register(
+            "journeyd_projector_cache_keys",
+            "Folds the projector keeps in memory between batches (all projections)",
+            cache_keys.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "journeyd_projector_cache_bytes",
+            "Estimated memory of those folds (each projection's cache has its own budget)",
+            cache_bytes.clone(),
+        );
         let ack_to_projected = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "journeyd_ack_to_projected_seconds",
@@ -82,6 +96,8 @@ impl Metrics {
             commit_seconds,
             lag,
             checkpoint,
+            cache_keys,
+            cache_bytes,
             ack_to_projected,
         })
     }
@@ -102,9 +118,20 @@ impl Metrics {
         self.commit_seconds.observe(c.duration.as_secs_f64());
     }
 
-    pub(crate) fn projector(&self, checkpoint: i64, lag: i64) {
+    pub(crate) fn projector(
+        &self,
+        checkpoint: i64,
+        lag: i64,
+        caches: &[(store::Projection, projector::CacheUsage)],
+    ) {
         self.checkpoint.set(checkpoint);
         self.lag.set(lag);
+        let (keys, bytes) = caches
+            .iter()
+            .fold((0, 0), |(k, b), (_, u)| (k + u.keys, b + u.bytes));
+        self.cache_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn projected(&self, waited: Duration) {

@@ -11,13 +11,14 @@ use crate::cli::Which;
 use crate::output::Output;
 
 /// The projector's configuration from the command line.
-pub(crate) fn config(completing_stages: &[String]) -> Config {
+pub(crate) fn config(completing_stages: &[String], cache_mib: usize) -> Config {
     Config {
         completing_stages: completing_stages
             .iter()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
             .collect(),
+        cache_bytes: cache_mib.saturating_mul(1 << 20),
         ..Config::default()
     }
 }

@@ -217,7 +217,11 @@ pub(crate) fn run(
                     match result {
                         Ok(done) => {
                             let head = reader.head().unwrap_or(done.checkpoint);
-                            metrics.projector(done.checkpoint, (head - done.checkpoint).max(0));
+                            metrics.projector(
+                                done.checkpoint,
+                                (head - done.checkpoint).max(0),
+                                &runner.cache_usage(),
+                            );
                             if let Ok(mut a) = acks.lock() {
                                 while a.front().is_some_and(|(seq, _)| *seq <= done.checkpoint) {
                                     if let Some((_, at)) = a.pop_front() {

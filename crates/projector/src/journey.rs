@@ -24,8 +24,10 @@ pub struct Journey {
     first_occurred_at: Option<Millis>,
     last_occurred_at: Option<Millis>,
     sessions: BTreeSet<String>,
-    payments: BTreeMap<String, Lww<Payment>>,
-    documents: BTreeMap<String, Lww<Document>>,
+    // Boxed: a map node has room for eleven values whatever it holds, and most journeys have
+    // one payment and one document (docs/decisions/0009-memory-bounds.md).
+    payments: BTreeMap<String, Lww<Box<Payment>>>,
+    documents: BTreeMap<String, Lww<Box<Document>>>,
     stages: BTreeMap<String, Reached>,
     session_data: Lww<String>,
     generated: BTreeSet<String>,
@@ -89,7 +91,7 @@ impl Apply for Journey {
                 self.transaction_ids.insert(id.clone());
                 self.payments.entry(id).or_default().offer(stamp, || {
                     let amount = decimal(detail.get("amount"));
-                    Payment {
+                    Box::new(Payment {
                         transaction_time: detail
                             .get("transactionTime")
                             .and_then(|v| v.as_str())
@@ -107,7 +109,7 @@ impl Apply for Journey {
                         authorisation_code: text(detail.get("authorisationCode")),
                         cardholder_name: text(detail.get("cardholderName")),
                         occurred_at: e.occurred_at,
-                    }
+                    })
                 });
             }
             Kind::DocumentGenerated => {
@@ -115,14 +117,13 @@ impl Apply for Journey {
                     return;
                 };
                 self.generated.insert(id.clone());
-                self.documents
-                    .entry(id)
-                    .or_default()
-                    .offer(stamp, || Document {
+                self.documents.entry(id).or_default().offer(stamp, || {
+                    Box::new(Document {
                         template_id: text(data.get("templateId")),
                         category: text(data.get("documentCategory")),
                         generated_at: e.occurred_at,
-                    });
+                    })
+                });
             }
             Kind::Stage => {
                 if let Some(name) = text(data.get("stageName")) {
@@ -241,7 +242,7 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
     let mut payments: Vec<(&String, &Payment)> = j
         .payments
         .iter()
-        .filter_map(|(id, p)| p.get().map(|p| (id, p)))
+        .filter_map(|(id, p)| p.get().map(|p| (id, &**p)))
         .collect();
     payments.sort_by(|a, b| (a.1.transaction_time, a.0).cmp(&(b.1.transaction_time, b.0)));
     let mut amount_authorised: BTreeMap<&str, Decimal> = BTreeMap::new();

@@ -16,6 +16,10 @@ pub struct Config {
     pub completing_stages: BTreeSet<String>,
     /// Keys whose folds each projection keeps in memory between batches.
     pub cache_keys: usize,
+    /// Memory each projection's cache of folds may hold, in bytes, as estimated by
+    /// [`fold_weight`](crate::runner::fold_weight). The least recently used folds go first
+    /// when either bound is reached; a key that is not cached is refolded from the log.
+    pub cache_bytes: usize,
     /// Events read from the log per incremental batch (one transaction each).
     pub batch_events: usize,
 }
@@ -25,6 +29,7 @@ impl Default for Config {
         Config {
             completing_stages: BTreeSet::from(["journeyEnd".to_owned()]),
             cache_keys: 10_000,
+            cache_bytes: 16 << 20,
             batch_events: 4096,
         }
     }

@@ -364,6 +364,53 @@ fn the_cache_is_bounded_and_refolds_from_the_log_on_a_miss() {
     assert_eq!(small.snapshots(), big.snapshots());
 }
 
+#[test]
+fn the_cache_counts_what_it_holds_and_stays_within_its_byte_budget() {
+    let events = corpus(120);
+    // A budget that holds everything: every snapshot's fold is cached, at its weight.
+    let all = db();
+    let mut r = all.runner(Config {
+        batch_events: 7,
+        ..Config::default()
+    });
+    for chunk in events.chunks(9) {
+        all.append(chunk.to_vec());
+        r.catch_up().expect("catch up");
+    }
+    let whole = r.cache_usage();
+    for ((projection, snapshots), (p, used)) in all.snapshots().into_iter().zip(whole) {
+        assert_eq!(projection, p);
+        assert_eq!(used.keys, snapshots.len(), "{p:?}");
+        let weight = |s: &Snapshot| projector::fold_weight(&s.key, s.state.len());
+        assert_eq!(
+            used.bytes,
+            snapshots.iter().map(weight).sum::<usize>(),
+            "{p:?}"
+        );
+    }
+    let (_, journeys) = whole[0];
+
+    // A third of what the journeys took: each projection's cache stays under it after every
+    // batch, the journeys' cache evicts, and misses refold the same snapshots.
+    let budget = journeys.bytes / 3;
+    let small = db();
+    let mut r = small.runner(Config {
+        batch_events: 7,
+        cache_bytes: budget,
+        ..Config::default()
+    });
+    for chunk in events.chunks(9) {
+        small.append(chunk.to_vec());
+        r.catch_up().expect("catch up");
+        for (p, used) in r.cache_usage() {
+            assert!(used.bytes <= budget, "{p:?}: {used:?} over {budget}");
+        }
+    }
+    let (_, used) = r.cache_usage()[0];
+    assert!(used.keys > 0 && used.keys < journeys.keys, "{used:?}");
+    assert_eq!(small.snapshots(), all.snapshots());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 

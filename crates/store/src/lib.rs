@@ -167,7 +167,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
-        configure_common(&conn)?;
+        configure_common(&conn, READER_CACHE_KIB)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -270,13 +270,21 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
     // The checkpoint thread keeps the WAL short; this only bounds it (about 400 MB) should that
     // thread fall behind.
     conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
-    configure_common(conn)
+    configure_common(conn, WRITER_CACHE_KIB)
 }
 
-fn configure_common(conn: &Connection) -> Result<()> {
+/// The writer's page cache. It lives as long as the process and keeps the indexes' hot pages:
+/// the right edge of the log and identity index, the inner pages of the others.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Every other connection's page cache. A reader's cache is emptied whenever another
+/// connection has committed since its last read, which under ingest is every read; a big one
+/// only costs memory (decision 0009).
+const READER_CACHE_KIB: i64 = 2 * 1024;
+
+fn configure_common(conn: &Connection, cache_kib: i64) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    // 64 MiB page cache: keeps the event-id index hot during large imports.
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // Negative: a size in KiB rather than in pages.
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
@@ -289,7 +297,7 @@ fn open_read_only(path: &Path) -> Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    configure_common(&conn)?;
+    configure_common(&conn, READER_CACHE_KIB)?;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let found = usize::try_from(found).unwrap_or(0);
     if found != SCHEMA_VERSION {
