@@ -517,6 +517,16 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
 }
 
 #[test]
+fn the_http_worker_count_follows_the_flag_and_zero_is_bad_usage() {
+    let j = journeyd();
+    let d = j.serve(&["--workers", "3"]);
+    assert_eq!(d.get("/healthz").status, 200);
+    assert!(d.log().contains("workers=3"), "{}", d.log());
+    drop(d);
+    assert_eq!(j.run(&["serve", "--workers", "0"]).code, Some(2));
+}
+
+#[test]
 fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     let j = journeyd();
     let d = j.serve(&[]);

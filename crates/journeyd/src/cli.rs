@@ -55,7 +55,7 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "JOURNEYD_PROJECTOR_CACHE_MIB",
-        default_value_t = 16
+        default_value_t = projector::Config::default().cache_bytes >> 20
     )]
     pub(crate) projector_cache_mib: usize,
 
@@ -207,6 +207,11 @@ pub(crate) struct ServeArgs {
     /// Requests that may wait for the writer; past this, webhooks get 503 with Retry-After.
     #[arg(long, env = "JOURNEYD_QUEUE", default_value_t = 1024, value_name = "N")]
     pub(crate) queue: usize,
+
+    /// Threads serving HTTP. Default: one less than the CPUs (at least one), because the writer
+    /// and the projector each run on a thread of their own and must keep up under load.
+    #[arg(long, env = "JOURNEYD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]

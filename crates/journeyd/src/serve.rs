@@ -64,6 +64,16 @@ impl Wake {
     }
 }
 
+/// HTTP threads when `--workers` is not given: one per CPU but one, which the writer and the
+/// projector share. With a worker on every CPU, a saturating load starves the projector and
+/// reads fall behind the acknowledgements (docs/decisions/0010-http-workers.md).
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Holds `DB.lock` for the life of the process: a second `serve` on the same database refuses
 /// to start. The OS releases it when the process ends, however it ends.
 fn lock(db: &Path) -> anyhow::Result<File> {
@@ -261,7 +271,10 @@ pub(crate) fn run(
     });
     let app = app(ingest, api, &metrics);
 
+    let workers = args.workers.map_or_else(default_workers, usize::from);
+    tracing::info!(workers, "HTTP worker threads");
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .thread_name("journeyd-http")
         .build()?;
