@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::fold::{
-    Apply, Input, Lww, Stamp, boolean, canonical, decimal, get, keep_max, keep_min, strings, text,
+    Apply, Input, Lww, SortedMap, SortedSet, Stamp, boolean, canonical, decimal, get, keep_max,
+    keep_min, strings, text,
 };
 use crate::render::{raw, time};
 
@@ -23,17 +24,15 @@ pub struct Journey {
     link_created_at: Option<Millis>,
     first_occurred_at: Option<Millis>,
     last_occurred_at: Option<Millis>,
-    sessions: BTreeSet<String>,
-    // Boxed: a map node has room for eleven values whatever it holds, and most journeys have
-    // one payment and one document (docs/decisions/0009-memory-bounds.md).
-    payments: BTreeMap<String, Lww<Box<Payment>>>,
-    documents: BTreeMap<String, Lww<Box<Document>>>,
-    stages: BTreeMap<String, Reached>,
+    sessions: SortedSet<String>,
+    payments: SortedMap<String, Lww<Payment>>,
+    documents: SortedMap<String, Lww<Document>>,
+    stages: SortedMap<String, Reached>,
     session_data: Lww<String>,
-    generated: BTreeSet<String>,
-    downloaded: BTreeSet<String>,
-    uploaded: BTreeSet<String>,
-    transaction_ids: BTreeSet<String>,
+    generated: SortedSet<String>,
+    downloaded: SortedSet<String>,
+    uploaded: SortedSet<String>,
+    transaction_ids: SortedSet<String>,
 }
 
 /// When a stage was first and last reached.
@@ -89,9 +88,9 @@ impl Apply for Journey {
                     return;
                 };
                 self.transaction_ids.insert(id.clone());
-                self.payments.entry(id).or_default().offer(stamp, || {
+                self.payments.entry_or_default(id).offer(stamp, || {
                     let amount = decimal(detail.get("amount"));
-                    Box::new(Payment {
+                    Payment {
                         transaction_time: detail
                             .get("transactionTime")
                             .and_then(|v| v.as_str())
@@ -109,7 +108,7 @@ impl Apply for Journey {
                         authorisation_code: text(detail.get("authorisationCode")),
                         cardholder_name: text(detail.get("cardholderName")),
                         occurred_at: e.occurred_at,
-                    })
+                    }
                 });
             }
             Kind::DocumentGenerated => {
@@ -117,17 +116,17 @@ impl Apply for Journey {
                     return;
                 };
                 self.generated.insert(id.clone());
-                self.documents.entry(id).or_default().offer(stamp, || {
-                    Box::new(Document {
+                self.documents
+                    .entry_or_default(id)
+                    .offer(stamp, || Document {
                         template_id: text(data.get("templateId")),
                         category: text(data.get("documentCategory")),
                         generated_at: e.occurred_at,
-                    })
-                });
+                    });
             }
             Kind::Stage => {
                 if let Some(name) = text(data.get("stageName")) {
-                    let (first, last) = self.stages.entry(name).or_default();
+                    let (first, last) = self.stages.entry_or_default(name);
                     keep_min(first, e.occurred_at);
                     keep_max(last, e.occurred_at);
                 }
@@ -175,14 +174,14 @@ struct StateJson<'a> {
     link_created_at: Option<String>,
     first_occurred_at: Option<String>,
     last_occurred_at: Option<String>,
-    sessions: &'a BTreeSet<String>,
+    sessions: &'a SortedSet<String>,
     payments: Vec<PaymentJson<'a>>,
     amount_authorised: BTreeMap<&'a str, String>,
     documents: Vec<DocumentJson<'a>>,
     stages: Vec<StageJson<'a>>,
     session_data: Option<Box<RawValue>>,
     document_ids: DocumentIds<'a>,
-    transaction_ids: &'a BTreeSet<String>,
+    transaction_ids: &'a SortedSet<String>,
     event_count: i64,
 }
 
@@ -217,9 +216,9 @@ struct StageJson<'a> {
 
 #[derive(Serialize)]
 struct DocumentIds<'a> {
-    generated: &'a BTreeSet<String>,
-    downloaded: &'a BTreeSet<String>,
-    uploaded: &'a BTreeSet<String>,
+    generated: &'a SortedSet<String>,
+    downloaded: &'a SortedSet<String>,
+    uploaded: &'a SortedSet<String>,
 }
 
 /// What a journey snapshot needs besides its `state`.
@@ -242,7 +241,7 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
     let mut payments: Vec<(&String, &Payment)> = j
         .payments
         .iter()
-        .filter_map(|(id, p)| p.get().map(|p| (id, &**p)))
+        .filter_map(|(id, p)| p.get().map(|p| (id, p)))
         .collect();
     payments.sort_by(|a, b| (a.1.transaction_time, a.0).cmp(&(b.1.transaction_time, b.0)));
     let mut amount_authorised: BTreeMap<&str, Decimal> = BTreeMap::new();

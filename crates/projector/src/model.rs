@@ -29,7 +29,7 @@ impl Default for Config {
         Config {
             completing_stages: BTreeSet::from(["journeyEnd".to_owned()]),
             cache_keys: 10_000,
-            cache_bytes: 32 << 20,
+            cache_bytes: 16 << 20,
             batch_events: 4096,
         }
     }

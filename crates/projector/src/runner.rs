@@ -86,12 +86,12 @@ pub struct CacheUsage {
 }
 
 /// The memory a cached fold is counted for, from its key and rendered state. Measured with a
-/// counting allocator, a fold takes one to three and a half times its rendered text (collection
-/// nodes, string headers, last-writer-wins stamps): a completed journey of 1.4 kB of JSON
-/// holds 4.8 kB. This counts three times the text plus a fixed 512 bytes, which is about right
-/// for large folds and generous for small ones (docs/decisions/0009-memory-bounds.md).
+/// counting allocator on journeys, a fold takes one and a half to two and a half times its
+/// rendered text: a completed journey of 1.4 kB of JSON holds 3.4 kB, a new one of 0.6 kB holds
+/// 0.9 kB. This counts twice the text plus a fixed 512 bytes, about right for large folds and
+/// generous for small ones (docs/decisions/0009-memory-bounds.md).
 pub fn fold_weight(key: &str, rendered_state: usize) -> usize {
-    3 * (key.len() + rendered_state) + 512
+    2 * (key.len() + rendered_state) + 512
 }
 
 /// A projection's folds between batches, least recently used first out, bounded in keys and
