@@ -517,6 +517,55 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
 }
 
 #[test]
+fn metrics_count_what_came_in_and_what_the_projector_holds() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    for n in 0..3 {
+        let body = mj_event(7, n);
+        assert_eq!(
+            d.post("/webhooks/mobile-journeys", body.as_bytes(), &[])
+                .status,
+            204
+        );
+    }
+    let again = mj_event(7, 0);
+    assert_eq!(
+        d.post("/webhooks/mobile-journeys", again.as_bytes(), &[])
+            .status,
+        204
+    );
+    settle(&d);
+    // The projector reports after its round; give the gauges a moment after the lag reads 0.
+    let started = Instant::now();
+    let text = loop {
+        let m = d.get("/metrics");
+        assert_eq!(m.status, 200);
+        if m.body
+            .contains(r#"journeyd_projector_cache_keys{projection="journeys"} 1"#)
+            || started.elapsed() > Duration::from_secs(5)
+        {
+            break m.body;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for line in [
+        r#"journeyd_events_total{source="mobile-journeys",outcome="new"} 3"#,
+        r#"journeyd_events_total{source="mobile-journeys",outcome="duplicate"} 1"#,
+        r#"journeyd_http_requests_total{route="/webhooks/mobile-journeys",status="204"} 4"#,
+        r#"journeyd_projector_lag_events 0"#,
+        r#"journeyd_projector_cache_keys{projection="journeys"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    let bytes = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"journeyd_projector_cache_bytes{projection="journeys"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("journeys cache bytes");
+    assert!(bytes > 512, "{bytes}");
+}
+
+#[test]
 fn the_http_worker_count_follows_the_flag_and_zero_is_bad_usage() {
     let j = journeyd();
     let d = j.serve(&["--workers", "3"]);

@@ -16,6 +16,11 @@ use prometheus_client::registry::Registry;
 use store::CommitInfo;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     status: String,
@@ -30,8 +35,8 @@ pub(crate) struct Metrics {
     commit_seconds: Histogram,
     lag: Gauge,
     checkpoint: Gauge,
-    cache_keys: Gauge,
-    cache_bytes: Gauge,
+    cache_keys: Family<ProjectionLabels, Gauge>,
+    cache_bytes: Family<ProjectionLabels, Gauge>,
     ack_to_projected: Histogram,
 }
 
@@ -70,16 +75,16 @@ impl Metrics {
             "The lowest projection checkpoint (seq)",
             checkpoint.clone(),
         );
-        let cache_keys = Gauge::default();
+        let cache_keys = Family::<ProjectionLabels, Gauge>::default();
         registry.register(
             "journeyd_projector_cache_keys",
-            "Folds the projector keeps in memory between batches (all projections)",
+            "Folds the projector keeps in memory between batches, by projection",
             cache_keys.clone(),
         );
-        let cache_bytes = Gauge::default();
+        let cache_bytes = Family::<ProjectionLabels, Gauge>::default();
         registry.register(
             "journeyd_projector_cache_bytes",
-            "Estimated memory of those folds (each projection's cache has its own budget)",
+            "Estimated memory of those folds, by projection (each bounded by --projector-cache-mib)",
             cache_bytes.clone(),
         );
         let ack_to_projected = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
@@ -126,12 +131,18 @@ impl Metrics {
     ) {
         self.checkpoint.set(checkpoint);
         self.lag.set(lag);
-        let (keys, bytes) = caches
-            .iter()
-            .fold((0, 0), |(k, b), (_, u)| (k + u.keys, b + u.bytes));
-        self.cache_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
-        self.cache_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        for (projection, usage) in caches {
+            let labels = ProjectionLabels {
+                projection: projection.name(),
+            };
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.cache_keys
+                .get_or_create(&labels)
+                .set(gauge(usage.keys));
+            self.cache_bytes
+                .get_or_create(&labels)
+                .set(gauge(usage.bytes));
+        }
     }
 
     pub(crate) fn projected(&self, waited: Duration) {

@@ -271,13 +271,16 @@ pub(crate) fn run(
     });
     let app = app(ingest, api, &metrics);
 
-    let workers = args.workers.map_or_else(default_workers, usize::from);
-    tracing::info!(workers, "HTTP worker threads");
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(args.workers.map_or_else(default_workers, usize::from))
         .enable_all()
         .thread_name("journeyd-http")
         .build()?;
+    // What the runtime has, not what was asked: the e2e test reads this line.
+    tracing::info!(
+        workers = runtime.metrics().num_workers(),
+        "HTTP worker threads"
+    );
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -14,7 +14,8 @@ use crate::{journey, member, resource, user};
 pub struct Config {
     /// Stage names that complete a journey (default: `journeyEnd`).
     pub completing_stages: BTreeSet<String>,
-    /// Keys whose folds each projection keeps in memory between batches.
+    /// At most this many keys' folds in each projection's cache, besides the byte bound. No
+    /// bound by default (`usize::MAX`): bytes are what an operator sizes; tests use a small one.
     pub cache_keys: usize,
     /// Memory each projection's cache of folds may hold, in bytes, as estimated by
     /// [`fold_weight`](crate::runner::fold_weight). The least recently used folds go first
@@ -28,7 +29,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             completing_stages: BTreeSet::from(["journeyEnd".to_owned()]),
-            cache_keys: 10_000,
+            cache_keys: usize::MAX,
             cache_bytes: 16 << 20,
             batch_events: 4096,
         }

@@ -85,31 +85,34 @@ pub struct CacheUsage {
     pub bytes: usize,
 }
 
-/// The memory a cached fold is counted for, from its key and rendered state. Measured with a
-/// counting allocator on journeys, a fold takes one and a half to two and a half times its
-/// rendered text: a completed journey of 1.4 kB of JSON holds 3.4 kB, a new one of 0.6 kB holds
-/// 0.9 kB. This counts twice the text plus a fixed 512 bytes, about right for large folds and
-/// generous for small ones (docs/decisions/0009-memory-bounds.md).
-pub fn fold_weight(key: &str, rendered_state: usize) -> usize {
-    2 * (key.len() + rendered_state) + 512
+/// The memory a cached fold is counted for, from its key, its rendered state and its number of
+/// events. Measured with a counting allocator on journeys, a fold takes one and a half to two and
+/// a half times its rendered text: a completed journey of 1.4 kB of JSON holds 3.4 kB, a new one
+/// of 0.6 kB holds 0.9 kB. Every fold also keeps the id of each event it applied (16 bytes, in a
+/// hash set), which the rendered text does not show: a user with a hundred thousand pageviews
+/// renders as a few counters. This counts twice the text, 32 bytes per event and a fixed 512
+/// bytes (docs/decisions/0009-memory-bounds.md).
+pub fn fold_weight(key: &str, rendered_state: usize, events: i64) -> usize {
+    let events = usize::try_from(events).unwrap_or(0);
+    2 * (key.len() + rendered_state) + 32 * events + 512
 }
 
-/// A projection's folds between batches, least recently used first out, bounded in keys and
-/// in estimated bytes.
+/// A projection's folds between batches, least recently used first out, bounded in estimated
+/// bytes and, if configured, in keys.
 struct Cache<S> {
     folds: LruCache<String, (Fold<S>, usize)>,
     bytes: usize,
     max_bytes: usize,
+    max_keys: usize,
 }
 
 impl<S> Cache<S> {
     fn new(config: &Config) -> Self {
-        let cap = std::num::NonZeroUsize::new(config.cache_keys.max(1))
-            .unwrap_or(std::num::NonZeroUsize::MIN);
         Cache {
-            folds: LruCache::new(cap),
+            folds: LruCache::unbounded(),
             bytes: 0,
             max_bytes: config.cache_bytes,
+            max_keys: config.cache_keys,
         }
     }
 
@@ -120,13 +123,19 @@ impl<S> Cache<S> {
         Some(fold)
     }
 
+    /// Caches `fold` as the most recently used, then evicts the least recently used folds until
+    /// both bounds hold. A fold larger than the whole budget is not cached at all, rather than
+    /// emptying the cache on its way in.
     fn put(&mut self, key: String, fold: Fold<S>, weight: usize) {
-        // `push` hands back the entry it replaced or, when full, the one it evicted.
+        if weight > self.max_bytes || self.max_keys == 0 {
+            self.take(&key);
+            return;
+        }
         if let Some((_, (_, old))) = self.folds.push(key, (fold, weight)) {
             self.bytes -= old;
         }
         self.bytes += weight;
-        while self.bytes > self.max_bytes {
+        while self.bytes > self.max_bytes || self.folds.len() > self.max_keys {
             let Some((_, (_, w))) = self.folds.pop_lru() else {
                 break;
             };
@@ -220,7 +229,7 @@ impl<M: Model> Part<M> {
                 }
                 None => 0,
             };
-            *weight = fold_weight(key, rendered);
+            *weight = fold_weight(key, rendered, fold.event_count());
         }
         batch.expect.push(Expect {
             projection: M::PROJECTION,
@@ -577,4 +586,62 @@ fn rebuild<M: Model>(
         events,
         keys,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max_keys: usize, max_bytes: usize) -> Cache<()> {
+        Cache::new(&Config {
+            cache_keys: max_keys,
+            cache_bytes: max_bytes,
+            ..Config::default()
+        })
+    }
+
+    /// The cache's own count against the entries it holds.
+    fn counted_right(c: &Cache<()>) -> bool {
+        c.bytes == c.folds.iter().map(|(_, (_, w))| *w).sum::<usize>()
+    }
+
+    #[test]
+    fn the_key_bound_evicts_the_least_recently_used_and_keeps_the_count() {
+        let mut c = cache(2, 1_000);
+        for (key, weight) in [("a", 10), ("b", 20), ("c", 30)] {
+            c.put(key.into(), Fold::default(), weight);
+            assert!(counted_right(&c));
+        }
+        assert_eq!(c.usage(), CacheUsage { keys: 2, bytes: 50 });
+        assert!(c.take("a").is_none(), "a was the least recently used");
+        assert!(c.take("b").is_some());
+        assert!(counted_right(&c));
+        assert_eq!(c.usage(), CacheUsage { keys: 1, bytes: 30 });
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_and_a_fold_over_the_whole_budget_is_not_kept() {
+        let mut c = cache(usize::MAX, 100);
+        c.put("a".into(), Fold::default(), 40);
+        c.put("b".into(), Fold::default(), 40);
+        c.put("c".into(), Fold::default(), 40);
+        assert_eq!(c.usage(), CacheUsage { keys: 2, bytes: 80 });
+        assert!(c.take("a").is_none());
+        // Too big for any budget: dropped, and nothing else is evicted for it.
+        c.put("huge".into(), Fold::default(), 101);
+        assert_eq!(c.usage(), CacheUsage { keys: 2, bytes: 80 });
+        assert!(counted_right(&c));
+        // Put again under the same key: replaced, counted once.
+        c.put("c".into(), Fold::default(), 50);
+        assert_eq!(c.usage(), CacheUsage { keys: 2, bytes: 90 });
+        assert!(counted_right(&c));
+        c.clear();
+        assert_eq!(c.usage(), CacheUsage::default());
+    }
+
+    #[test]
+    fn a_fold_is_counted_for_its_events_as_well_as_its_text() {
+        assert!(fold_weight("k", 100, 100_000) > 3_000_000);
+        assert_eq!(fold_weight("k", 100, 0), 2 * 101 + 512);
+    }
 }

@@ -381,7 +381,7 @@ fn the_cache_counts_what_it_holds_and_stays_within_its_byte_budget() {
     for ((projection, snapshots), (p, used)) in all.snapshots().into_iter().zip(whole) {
         assert_eq!(projection, p);
         assert_eq!(used.keys, snapshots.len(), "{p:?}");
-        let weight = |s: &Snapshot| projector::fold_weight(&s.key, s.state.len());
+        let weight = |s: &Snapshot| projector::fold_weight(&s.key, s.state.len(), s.event_count);
         assert_eq!(
             used.bytes,
             snapshots.iter().map(weight).sum::<usize>(),
