@@ -33,6 +33,10 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 /// Where the clock comes from: milliseconds since the Unix epoch.
 pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// How a body becomes events: [`events::parse_delivery`] in the daemon. A field rather than a
+/// direct call so that a test can hand in a parser that fails in ways the real one must not.
+pub type Parse = fn(Source, &[u8]) -> Result<Vec<events::Event>, events::Rejection>;
+
 /// Everything the webhook routes need.
 pub struct Ingest {
     /// Appends go here.
@@ -45,6 +49,8 @@ pub struct Ingest {
     pub max_body: usize,
     /// The clock.
     pub now: Now,
+    /// The parser.
+    pub parse: Parse,
     /// Counters.
     pub metrics: IngestMetrics,
 }
@@ -208,7 +214,8 @@ async fn store_body(
 ) -> Response {
     let size = bytes.len();
     // Parse; the body comes back with the result so a rejected one can be kept whole.
-    let split = move || (split_body(|| events::parse_delivery(source, &bytes)), bytes);
+    let parse = ingest.parse;
+    let split = move || (split_body(|| parse(source, &bytes)), bytes);
     let (parsed, bytes) = if size <= INLINE_PARSE_BYTES {
         split()
     } else {

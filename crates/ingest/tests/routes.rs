@@ -11,14 +11,22 @@ use tower::ServiceExt;
 
 const BODY: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J","sessionId":"1"}}"#;
 
-fn app(store: &Store, max_body: usize) -> axum::Router {
-    ingest::router(Arc::new(Ingest {
+fn ingest_for(store: &Store) -> Ingest {
+    Ingest {
         writer: store.writer(),
         mx: SourceAuth::default(),
         mobile_journeys: SourceAuth::default(),
-        max_body,
+        max_body: 1 << 20,
         now: Arc::new(|| 1_700_000_000_000),
+        parse: events::parse_delivery,
         metrics: IngestMetrics::default(),
+    }
+}
+
+fn app(store: &Store, max_body: usize) -> axum::Router {
+    ingest::router(Arc::new(Ingest {
+        max_body,
+        ..ingest_for(store)
     }))
 }
 
@@ -114,4 +122,41 @@ async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_taken() {
         .expect("body");
     let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(json["error"]["code"], "too_large");
+}
+
+#[tokio::test]
+async fn a_parser_that_panics_leaves_the_body_in_quarantine_and_the_route_answering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path().join("j.db"),
+        Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let app = ingest::router(Arc::new(Ingest {
+        parse: |_, _| panic!("a parser bug"),
+        ..ingest_for(&store)
+    }));
+    let response = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(json["quarantined"], true);
+    let reader = store.reader().expect("reader");
+    let kept = reader.quarantined_bodies(0, 10).expect("quarantine");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].body, BODY.as_bytes(), "the exact bytes are kept");
+    let entries = reader.quarantine().expect("quarantine");
+    assert!(
+        entries[0].reason.contains("parser failed"),
+        "{}",
+        entries[0].reason
+    );
+    // The route still answers the next request.
+    let next = app.oneshot(post(BODY)).await.expect("response");
+    assert_eq!(next.status(), StatusCode::ACCEPTED);
 }

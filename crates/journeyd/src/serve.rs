@@ -259,6 +259,7 @@ pub(crate) fn run(
         mobile_journeys: mj,
         max_body: args.max_body,
         now: Arc::new(crate::now_millis),
+        parse: events::parse_delivery,
         metrics: metrics.ingest.clone(),
     });
     let api = Arc::new(Api {
@@ -389,6 +390,7 @@ mod tests {
             mobile_journeys: SourceAuth::default(),
             max_body: 1 << 20,
             now: Arc::new(crate::now_millis),
+            parse: events::parse_delivery,
             metrics: metrics.ingest.clone(),
         });
         let api = Arc::new(Api {

@@ -583,6 +583,16 @@ fn a_projection_batch_computed_against_a_moved_checkpoint_is_refused_whole() {
     );
 }
 
+/// The keys of the journeys table, in key order.
+fn journey_keys(reader: &Reader) -> Vec<String> {
+    reader
+        .snapshots(store::Projection::Journeys)
+        .expect("rows")
+        .into_iter()
+        .map(|s| s.key)
+        .collect()
+}
+
 #[test]
 fn of_two_interleaved_rebuilds_the_first_to_swap_wins_whole_and_the_other_is_refused() {
     use store::Projection;
@@ -602,12 +612,7 @@ fn of_two_interleaved_rebuilds_the_first_to_swap_wins_whole_and_the_other_is_ref
     w.rebuild_rows(&b, vec![journey_row("B1", "b", 1)])
         .expect("rows b");
     w.rebuild_swap(&a, 3, 1, "").expect("a swaps first");
-    let keys: Vec<String> = reader
-        .snapshots(Projection::Journeys)
-        .expect("rows")
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
+    let keys = journey_keys(&reader);
     assert_eq!(keys, ["A1", "A2", "A3"], "all of A's rows, none lost to B");
     assert!(
         matches!(
@@ -616,12 +621,7 @@ fn of_two_interleaved_rebuilds_the_first_to_swap_wins_whole_and_the_other_is_ref
         ),
         "B lost the race"
     );
-    let keys: Vec<String> = reader
-        .snapshots(Projection::Journeys)
-        .expect("rows")
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
+    let keys = journey_keys(&reader);
     assert_eq!(keys, ["A1", "A2", "A3"], "B's refused swap changed nothing");
     // No rebuild table is left behind.
     let conn = rusqlite::Connection::open(&db.path).expect("open");
