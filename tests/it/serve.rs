@@ -487,6 +487,70 @@ fn a_stream_client_sees_a_change_within_a_second_and_can_resume() {
     );
 }
 
+/// The value of the counter or gauge `series` (name and labels) in a `/metrics` text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn a_cached_point_read_shows_a_change_as_soon_as_the_stream_announces_it() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let mut stream = sse(&d, None);
+    assert!(wait_for(&mut stream, "text/event-stream").is_some());
+    assert_eq!(d.post(MJ, mj_event(3, 0).as_bytes(), &[]).status, 204);
+    assert!(wait_for(&mut stream, "\"key\":\"J-3\"").is_some());
+    for n in 1..5 {
+        // The second read of the same document comes from the read cache.
+        let before = d.get("/v1/journeys/J-3").json();
+        assert_eq!(d.get("/v1/journeys/J-3").json(), before);
+        assert_eq!(before["meta"]["event_count"], n);
+        assert_eq!(d.post(MJ, mj_event(3, n).as_bytes(), &[]).status, 204);
+        assert!(wait_for(&mut stream, "\"key\":\"J-3\"").is_some());
+        let after = d.get("/v1/journeys/J-3").json();
+        assert_eq!(after["meta"]["event_count"], n + 1, "{after}");
+    }
+    let text = d.get("/metrics").body;
+    let hits = metric(&text, r#"journeyd_read_cache_reads_total{result="hit"} "#);
+    assert!(hits.is_some_and(|h| h >= 4.0), "{text}");
+    assert!(metric(&text, "journeyd_read_cache_bytes ").is_some_and(|b| b > 0.0));
+}
+
+#[test]
+fn another_process_s_import_shows_in_cached_point_reads_within_a_second() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    assert_eq!(d.post(MJ, mj_event(4, 0).as_bytes(), &[]).status, 204);
+    settle(&d);
+    let started = Instant::now();
+    let first = loop {
+        let r = d.get("/v1/journeys/J-4");
+        if r.status == 200 {
+            break r.json();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", r.body);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(d.get("/v1/journeys/J-4").json(), first, "cached");
+    let lines: Vec<String> = (1..3).map(|n| mj_event(4, n)).collect();
+    let file = j.write("more.ndjson", lines.join("\n").as_bytes());
+    // `import` appends and projects in its own process, beside the daemon.
+    j.run(&["import", tests::arg(&file)]).success();
+    let imported = Instant::now();
+    loop {
+        let doc = d.get("/v1/journeys/J-4").json();
+        if doc["meta"]["event_count"] == 3 {
+            break;
+        }
+        assert!(
+            imported.elapsed() < Duration::from_secs(1),
+            "still {doc} a second after the import"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
     let j = journeyd();

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::metrics::Metrics;
 use crate::output::{EventJson, SnapshotJson};
+use crate::read_cache::ReadCache;
 
 /// Read-only connections, reused across requests.
 pub(crate) struct ReaderPool {
@@ -128,6 +130,8 @@ pub(crate) struct Api {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) projector_alive: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Rendered documents of the point-read routes.
+    pub(crate) cache: Arc<ReadCache>,
 }
 
 /// The read routes. `/v1/...` is behind the API token when one is set; health, metrics and
@@ -175,19 +179,35 @@ async fn snapshot(
     key: String,
     what: &'static str,
 ) -> Result<Response, ApiError> {
+    let miss = match api.cache.get(projection, key) {
+        Ok(doc) => {
+            api.metrics.read_cache(true);
+            return Ok(json_bytes(doc));
+        }
+        Err(miss) => miss,
+    };
+    api.metrics.read_cache(false);
     let doc = api.pool.lookup(|r| {
-        Ok(match r.snapshot(projection, &key)? {
-            Some(s) => Some(serde_json::to_vec(&SnapshotJson::new(&s)?)?),
+        Ok(match r.snapshot(projection, &miss.key)? {
+            Some(s) => {
+                let mut doc = serde_json::to_vec(&SnapshotJson::new(&s)?)?;
+                doc.shrink_to_fit(); // kept in the cache: no spare capacity
+                Some(Bytes::from(doc))
+            }
             None => None,
         })
     })?;
     match doc {
-        Some(bytes) => Ok(json_bytes(bytes)),
-        None => Err(ApiError::not_found(&format!("{what} {key}"))),
+        Some(doc) => {
+            api.cache.insert(projection, miss, doc.clone());
+            Ok(json_bytes(doc))
+        }
+        None => Err(ApiError::not_found(&format!("{what} {}", miss.key))),
     }
 }
 
-fn json_bytes(bytes: Vec<u8>) -> Response {
+fn json_bytes(bytes: impl Into<Bytes>) -> Response {
+    let bytes: Bytes = bytes.into();
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
@@ -368,6 +388,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    api.metrics.read_cache_usage(api.cache.usage());
     let text = api.metrics.encode();
     (
         [(

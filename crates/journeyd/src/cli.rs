@@ -212,6 +212,16 @@ pub(crate) struct ServeArgs {
     /// and the projector each run on a thread of their own and must keep up under load.
     #[arg(long, env = "JOURNEYD_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) workers: Option<u16>,
+
+    /// Memory for rendered snapshot documents kept in front of SQLite for the point-read routes
+    /// (`GET /v1/journeys/{id}` and the like), in MiB; 0 turns the cache off.
+    #[arg(
+        long,
+        env = "JOURNEYD_READ_CACHE_MIB",
+        default_value_t = 4,
+        value_name = "MIB"
+    )]
+    pub(crate) read_cache_mib: usize,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod openapi;
 mod output;
 mod project;
 mod query;
+mod read_cache;
 mod serve;
 
 use std::io::IsTerminal;

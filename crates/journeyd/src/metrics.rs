@@ -38,6 +38,14 @@ pub(crate) struct Metrics {
     cache_keys: Family<ProjectionLabels, Gauge>,
     cache_bytes: Family<ProjectionLabels, Gauge>,
     ack_to_projected: Histogram,
+    read_cache_reads: Family<HitLabels, Counter>,
+    read_cache_keys: Gauge,
+    read_cache_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HitLabels {
+    result: &'static str,
 }
 
 impl Metrics {
@@ -93,6 +101,24 @@ impl Metrics {
             "From a commit (the webhook's acknowledgement) to the snapshots including it",
             ack_to_projected.clone(),
         );
+        let read_cache_reads = Family::<HitLabels, Counter>::default();
+        registry.register(
+            "journeyd_read_cache_reads",
+            "Point reads of snapshots (GET /v1/journeys/{id} and the like), by result: hit (served from the read cache) or miss (read from SQLite)",
+            read_cache_reads.clone(),
+        );
+        let read_cache_keys = Gauge::default();
+        registry.register(
+            "journeyd_read_cache_keys",
+            "Rendered snapshot documents in the read cache",
+            read_cache_keys.clone(),
+        );
+        let read_cache_bytes = Gauge::default();
+        registry.register(
+            "journeyd_read_cache_bytes",
+            "Their estimated memory (bounded by --read-cache-mib)",
+            read_cache_bytes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest,
@@ -104,6 +130,9 @@ impl Metrics {
             cache_keys,
             cache_bytes,
             ack_to_projected,
+            read_cache_reads,
+            read_cache_keys,
+            read_cache_bytes,
         })
     }
 
@@ -143,6 +172,19 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(gauge(usage.bytes));
         }
+    }
+
+    pub(crate) fn read_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.read_cache_reads
+            .get_or_create(&HitLabels { result })
+            .inc();
+    }
+
+    pub(crate) fn read_cache_usage(&self, usage: crate::read_cache::Usage) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.read_cache_keys.set(gauge(usage.keys));
+        self.read_cache_bytes.set(gauge(usage.bytes));
     }
 
     pub(crate) fn projected(&self, waited: Duration) {

@@ -2,8 +2,8 @@
 //! (DESIGN.md sections 7 to 9).
 //!
 //! Threads: tokio's workers serve HTTP; the store's writer thread commits; one projector thread
-//! catches up whenever the writer reports a commit (and once a second, to notice other
-//! processes' writes). SIGTERM or SIGINT: stop accepting, finish in-flight requests (at most
+//! catches up whenever the writer reports a commit (and every [`IDLE_WAKE`] otherwise, to notice
+//! other processes' writes). SIGTERM or SIGINT: stop accepting, finish in-flight requests (at most
 //! [`DRAIN`]), let the projector reach the log head, close the store, exit 0.
 
 use std::collections::VecDeque;
@@ -22,7 +22,12 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{Api, ReaderPool};
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
+use crate::read_cache::ReadCache;
 
+/// How often the projector looks at the log and the checkpoints when no commit of this
+/// process woke it: how soon it notices another process's writes (an `import` beside the
+/// daemon, a `rebuild`) and drops the read cache's documents.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// How long in-flight requests may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(7);
 /// How long the projector may work after that; whatever is left is folded at the next start.
@@ -195,18 +200,20 @@ pub(crate) fn run(
         "snapshots current"
     );
 
+    let read_cache = Arc::new(ReadCache::new(args.read_cache_mib.saturating_mul(1 << 20)));
     let (changes, _) = broadcast::channel::<Change>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_alive = Arc::new(AtomicBool::new(true));
     let stopping = Arc::new(AtomicBool::new(false));
     let projector = {
-        let (wake, changes, metrics, acks, alive, stopping) = (
+        let (wake, changes, metrics, acks, alive, stopping, read_cache) = (
             Arc::clone(&wake),
             changes.clone(),
             Arc::clone(&metrics),
             Arc::clone(&acks),
             Arc::clone(&projector_alive),
             Arc::clone(&stopping),
+            Arc::clone(&read_cache),
         );
         let reader = store.reader()?;
         std::thread::Builder::new()
@@ -216,7 +223,10 @@ pub(crate) fn run(
                 let _alive = AliveGuard(alive);
                 loop {
                     let last_round = stopping.load(Ordering::SeqCst);
-                    let mut announce = |c| {
+                    // After the commit: drop the key's cached document, then announce it, so a
+                    // stream client that reads the key on the news reads the new row.
+                    let mut announce = |c: Change| {
+                        read_cache.invalidate(c.projection, &c.key);
                         let _ = changes.send(c);
                     };
                     let result = if last_round {
@@ -226,6 +236,9 @@ pub(crate) fn run(
                     };
                     match result {
                         Ok(done) => {
+                            if done.resynced {
+                                read_cache.clear();
+                            }
                             let head = reader.head().unwrap_or(done.checkpoint);
                             metrics.projector(
                                 done.checkpoint,
@@ -248,7 +261,7 @@ pub(crate) fn run(
                     if last_round {
                         break;
                     }
-                    wake.wait(Duration::from_secs(1));
+                    wake.wait(IDLE_WAKE);
                 }
             })?
     };
@@ -269,6 +282,7 @@ pub(crate) fn run(
         shutdown: stop_rx,
         projector_alive: Arc::clone(&projector_alive),
         metrics: Arc::clone(&metrics),
+        cache: read_cache,
     });
     let app = app(ingest, api, &metrics);
 
@@ -400,6 +414,7 @@ mod tests {
             shutdown,
             projector_alive: Arc::new(AtomicBool::new(true)),
             metrics: Arc::clone(&metrics),
+            cache: Arc::new(ReadCache::new(1 << 20)),
         });
         let app = app(ingest, api, &metrics);
         assert!(crate::openapi::OPERATIONS.len() >= 15);

@@ -37,6 +37,10 @@ pub struct CatchUp {
     pub checkpoint: i64,
     /// Projections rebuilt first because their version or configuration changed.
     pub rebuilt: usize,
+    /// Whether the snapshot tables changed other than by this runner's own batches: a
+    /// checkpoint moved by another process (an `import` beside the daemon) or a rebuild. Then
+    /// anything cached from those tables may be stale.
+    pub resynced: bool,
 }
 
 /// One snapshot that a committed batch changed (what the daemon's live stream announces).
@@ -74,6 +78,9 @@ pub struct Runner {
     members: Part<Members>,
     users: Part<Users>,
     resources: Part<Resources>,
+    /// Set when [`Runner::sync`] finds a checkpoint it did not write; reported and cleared by
+    /// the next catch-up.
+    resynced: bool,
 }
 
 /// What the projections' caches of folds hold: see [`Runner::cache_usage`].
@@ -175,15 +182,17 @@ impl<M: Model> Part<M> {
     }
 
     /// Adopts the stored checkpoint; cached folds are only good for the checkpoint they were
-    /// built at, so any move made elsewhere empties the cache. Answers whether the stored
-    /// snapshots were built by other code or configuration.
-    fn sync(&mut self, stored: &store::Checkpoint, config: &Config) -> bool {
-        if (stored.seq, stored.generation) != (self.seq, self.generation) {
+    /// built at, so any move made elsewhere empties the cache. Answers whether the checkpoint
+    /// had moved, and whether the stored snapshots were built by other code or configuration.
+    fn sync(&mut self, stored: &store::Checkpoint, config: &Config) -> (bool, bool) {
+        let moved = (stored.seq, stored.generation) != (self.seq, self.generation);
+        if moved {
             self.cache.clear();
             self.seq = stored.seq;
             self.generation = stored.generation;
         }
-        stored.version != M::VERSION || stored.fingerprint != M::fingerprint(config)
+        let outdated = stored.version != M::VERSION || stored.fingerprint != M::fingerprint(config);
+        (moved, outdated)
     }
 
     /// Folds the batch's events past this projection's checkpoint; adds rows, the expectation
@@ -303,6 +312,7 @@ impl Runner {
             members: Part::new(&config),
             users: Part::new(&config),
             resources: Part::new(&config),
+            resynced: false,
             writer,
             reader,
             config,
@@ -314,12 +324,13 @@ impl Runner {
     fn sync(&mut self) -> store::Result<Vec<Projection>> {
         let mut stale = Vec::new();
         for c in self.reader.checkpoints()? {
-            let outdated = match c.projection {
+            let (moved, outdated) = match c.projection {
                 Projection::Journeys => self.journeys.sync(&c, &self.config),
                 Projection::Members => self.members.sync(&c, &self.config),
                 Projection::Users => self.users.sync(&c, &self.config),
                 Projection::Resources => self.resources.sync(&c, &self.config),
             };
+            self.resynced |= moved;
             if outdated {
                 stale.push(c.projection);
             }
@@ -378,6 +389,7 @@ impl Runner {
         if deadline.is_some() && !stale.is_empty() {
             // No time for a rebuild: leave it to the next start.
             done.checkpoint = self.lowest_checkpoint();
+            done.resynced = std::mem::take(&mut self.resynced);
             return Ok(done);
         }
         for projection in stale {
@@ -461,6 +473,7 @@ impl Runner {
             }
         }
         done.checkpoint = self.lowest_checkpoint();
+        done.resynced = std::mem::take(&mut self.resynced);
         Ok(done)
     }
 

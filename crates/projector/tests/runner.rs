@@ -344,6 +344,45 @@ fn runners_taking_turns_on_one_database_agree_with_a_rebuild() {
     assert_eq!(d.snapshots(), incremental);
 }
 
+/// A daemon drops whatever it cached from the snapshot tables when `resynced` is set, so the
+/// flag must be set exactly when the tables moved under the runner: by another runner's batch
+/// or by a rebuild, not by the runner's own batches.
+#[test]
+fn a_catch_up_reports_whether_the_snapshots_moved_under_the_runner() {
+    let d = db();
+    let events = corpus(40);
+    let mut a = d.runner(Config::default());
+    let mut b = d.runner(Config::default());
+    // The first look adopts what is stored.
+    assert!(a.catch_up().expect("catch up").resynced);
+    assert!(!a.catch_up().expect("catch up").resynced, "nothing moved");
+    // Its own batches are not a move.
+    d.append(events[..20].to_vec());
+    let own = a.catch_up().expect("catch up");
+    assert!(own.rows > 0);
+    assert!(!own.resynced, "its own batch");
+    assert!(!a.catch_up().expect("catch up").resynced);
+    // Another runner's batch is.
+    assert!(b.catch_up().expect("catch up").resynced, "b's first look");
+    d.append(events[20..].to_vec());
+    assert!(!b.catch_up().expect("catch up").resynced);
+    assert!(
+        a.catch_up().expect("catch up").resynced,
+        "b moved the checkpoints"
+    );
+    assert!(!a.catch_up().expect("catch up").resynced, "reported once");
+    // So is a rebuild, by anyone.
+    b.rebuild(Projection::Users, &mut |_| {}).expect("rebuild");
+    assert!(a.catch_up().expect("catch up").resynced, "b rebuilt users");
+    a.rebuild(Projection::Members, &mut |_| {})
+        .expect("rebuild");
+    assert!(
+        a.catch_up().expect("catch up").resynced,
+        "a rebuilt members"
+    );
+    assert!(!a.catch_up().expect("catch up").resynced);
+}
+
 #[test]
 fn the_cache_is_bounded_and_refolds_from_the_log_on_a_miss() {
     let events = corpus(100);
