@@ -34,6 +34,9 @@ pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, W
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../../migrations/0001_event_log.sql")),
     M::up(include_str!("../../../migrations/0002_projections.sql")),
+    M::up(include_str!(
+        "../../../migrations/0003_snapshot_rowid_tables.sql"
+    )),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -360,6 +363,108 @@ mod tests {
                 "{name} is out of sequence"
             );
         }
+    }
+
+    /// Migration 0003 rebuilds the snapshot tables as rowid tables: a database of version 2
+    /// keeps every snapshot, its checkpoints and its index names, and the projector's upserts
+    /// work on the new tables.
+    #[test]
+    fn a_version_2_database_keeps_its_snapshots_through_migration_3() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        let mut conn = Connection::open(&path).expect("open");
+        Migrations::from_slice(&MIGRATION_LIST[..2])
+            .to_latest(&mut conn)
+            .expect("version 2");
+        let indexes = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('journeys', 'members', 'users', 'resources') ORDER BY name")
+                .expect("prepare")
+                .query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows")
+        };
+        let before = indexes(&conn);
+        conn.execute_batch(
+            "INSERT INTO journeys VALUES ('J2', 'paid', '2', 'AX-2', 7, '{\"j\":2}', 3, 30, 300),
+                                         ('J1', 'created', NULL, NULL, NULL, '{\"j\":1}', 1, 10, 100);
+             INSERT INTO members VALUES ('M1', 'U1', 'CONNECTED', 5, '{\"m\":1}', 2, 20, 200);
+             INSERT INTO users VALUES ('U1', 5, '{\"u\":1}', 4, 40, 400);
+             INSERT INTO resources VALUES ('goal/G1', 'goal', 'G1', 'U1', 1, '{\"r\":1}', 1, 50, 500);
+             UPDATE checkpoints SET seq = 50, version = 3, fingerprint = 'f', generation = 2;",
+        )
+        .expect("rows");
+        drop(conn);
+
+        Store::open(&path, Options::default())
+            .expect("migrates")
+            .close();
+        let conn = Connection::open(&path).expect("open");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(v, 3);
+        assert_eq!(indexes(&conn), before);
+        for table in ["journeys", "members", "users", "resources"] {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .expect("table");
+            assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        }
+        let reader = Reader::open(&path).expect("reader");
+        let j = reader.snapshots(Projection::Journeys).expect("journeys");
+        let keys: Vec<(&str, &str, i64, i64, i64)> = j
+            .iter()
+            .map(|s| {
+                (
+                    s.key.as_str(),
+                    s.state.as_str(),
+                    s.event_count,
+                    s.last_seq,
+                    s.updated_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("J1", r#"{"j":1}"#, 1, 10, 100),
+                ("J2", r#"{"j":2}"#, 3, 30, 300)
+            ]
+        );
+        for (p, key, state) in [
+            (Projection::Members, "M1", r#"{"m":1}"#),
+            (Projection::Users, "U1", r#"{"u":1}"#),
+            (Projection::Resources, "goal/G1", r#"{"r":1}"#),
+        ] {
+            let s = reader.snapshot(p, key).expect("read").expect("kept");
+            assert_eq!(s.state, state);
+        }
+        let status: String = conn
+            .query_row(
+                "SELECT status FROM journeys WHERE customer_reference = 'AX-2'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("indexed columns kept");
+        assert_eq!(status, "paid");
+        let checkpoints = reader.checkpoints().expect("checkpoints");
+        assert!(
+            checkpoints
+                .iter()
+                .all(|c| (c.seq, c.version, c.generation) == (50, 3, 2)),
+            "{checkpoints:?}"
+        );
+        // The key is still unique: the projector's upserts depend on it.
+        let dup = conn.execute(
+            "INSERT INTO journeys VALUES ('J1', 'created', NULL, NULL, NULL, '{}', 1, 1, 1)",
+            [],
+        );
+        assert!(dup.is_err());
     }
 
     #[test]
