@@ -8,8 +8,10 @@
 -- update in a rowid table, whose leaves hold rows of up to 4,061 bytes. The unique index on the
 -- key is read on an update and written only when a key is new.
 --
--- Secondary indexes that list journeys in key order carry the key, so a filtered page is read in
--- order, as the old tables' indexes did implicitly.
+-- `journeys_customer_reference` now carries the key, so a page of journeys filtered by customer
+-- reference is read in key order, as the old table's index did implicitly (a rowid table's
+-- index entries end with the rowid, not the key). The other indexes are as in 0002. This file
+-- and 0002 together are the snapshot schema; a rebuild copies the live tables' DDL.
 
 CREATE TABLE journeys_0003 (
     correlation_id     TEXT    NOT NULL UNIQUE,
@@ -51,7 +53,7 @@ INSERT INTO members_0003 (member_guid, user_guid, connection_status, last_activi
     FROM members ORDER BY member_guid;
 DROP TABLE members;
 ALTER TABLE members_0003 RENAME TO members;
-CREATE INDEX members_user_guid ON members (user_guid, member_guid) WHERE user_guid IS NOT NULL;
+CREATE INDEX members_user_guid ON members (user_guid) WHERE user_guid IS NOT NULL;
 CREATE INDEX members_last_activity ON members (last_activity);
 
 CREATE TABLE users_0003 (
@@ -85,4 +87,4 @@ INSERT INTO resources_0003 (key, type, guid, user_guid, deleted, state, event_co
     FROM resources ORDER BY key;
 DROP TABLE resources;
 ALTER TABLE resources_0003 RENAME TO resources;
-CREATE INDEX resources_user_guid ON resources (user_guid, type, key) WHERE user_guid IS NOT NULL;
+CREATE INDEX resources_user_guid ON resources (user_guid, type) WHERE user_guid IS NOT NULL;

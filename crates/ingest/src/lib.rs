@@ -137,15 +137,15 @@ async fn receive_in_span(
         && let Err(refused) = auth.check(&headers, &[], now_ms / 1000)
     {
         tracing::info!(reason = %refused, "refused");
-        return error(
+        return closing(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             &refused.to_string(),
-        );
+        ));
     }
     let bytes = match read_body(body, ingest.max_body).await {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(response) => return closing(response),
     };
     if auth.needs_body()
         && let Err(refused) = auth.check(&headers, &bytes, now_ms / 1000)
@@ -158,6 +158,18 @@ async fn receive_in_span(
         );
     }
     store_body(ingest, source, &headers, id, now_ms, bytes).await
+}
+
+/// Marks an answer given before the request's body was read to its end. The connection then
+/// closes after the answer, and says so: the unread rest of the body would otherwise be read as
+/// the next request, and a client that kept the connection for its next request would find it
+/// closed under it.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {

@@ -117,6 +117,8 @@ async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_taken() {
         .await
         .expect("response");
     assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(over.headers()["connection"], "close", "the rest is unread");
+    assert!(!at.headers().contains_key("connection"));
     let body = axum::body::to_bytes(over.into_body(), 1 << 16)
         .await
         .expect("body");
@@ -159,4 +161,39 @@ async fn a_parser_that_panics_leaves_the_body_in_quarantine_and_the_route_answer
     // The route still answers the next request.
     let next = app.oneshot(post(BODY)).await.expect("response");
     assert_eq!(next.status(), StatusCode::ACCEPTED);
+}
+
+/// A header-only scheme refuses before the body is read; the answer closes the connection, or
+/// the unread body would be taken for the next request on it (and a client that reuses the
+/// connection would find it closed under its next request).
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_closes_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path().join("j.db"),
+        Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let app = ingest::router(Arc::new(Ingest {
+        mobile_journeys: SourceAuth::new(vec![ingest::Scheme::bearer("token").expect("scheme")]),
+        ..ingest_for(&store)
+    }));
+    let refused = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["connection"], "close");
+    let accepted = app
+        .clone()
+        .oneshot(
+            Request::post("/webhooks/mobile-journeys")
+                .header("authorization", "Bearer token")
+                .body(Body::from(BODY))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
+    assert!(!accepted.headers().contains_key("connection"));
 }

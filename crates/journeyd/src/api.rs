@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -132,6 +132,9 @@ pub(crate) struct Api {
     pub(crate) metrics: Arc<Metrics>,
     /// Rendered documents of the point-read routes.
     pub(crate) cache: Arc<ReadCache>,
+    /// How far the projector's changes have left the read cache and been announced: the
+    /// stream's replay stops there.
+    pub(crate) settled: Arc<AtomicI64>,
 }
 
 /// The read routes. `/v1/...` is behind the API token when one is set; health, metrics and
@@ -408,8 +411,15 @@ async fn openapi() -> Response {
 /// to `after` missed. At most `MAX_REPLAY` log events; the journey status is the current one.
 const MAX_REPLAY: usize = 10_000;
 
-fn replay(r: &Reader, after: i64) -> anyhow::Result<Vec<Change>> {
-    let checkpoint = r.checkpoints()?.iter().map(|c| c.seq).min().unwrap_or(0);
+/// The changes after `after`, up to the projectors' checkpoint and no further than `settled`.
+fn replay(r: &Reader, after: i64, settled: i64) -> anyhow::Result<Vec<Change>> {
+    let checkpoint = r
+        .checkpoints()?
+        .iter()
+        .map(|c| c.seq)
+        .min()
+        .unwrap_or(0)
+        .min(settled);
     let mut out: Vec<Change> = Vec::new();
     for e in r
         .events(after, MAX_REPLAY)?
@@ -460,7 +470,10 @@ async fn stream_changes(
     // Subscribe before replaying, so nothing falls between the two.
     let live = BroadcastStream::new(api.changes.subscribe());
     let missed = match last {
-        Some(after) => api.pool.run(move |r| replay(r, after)).await?,
+        Some(after) => {
+            let settled = api.settled.load(Ordering::SeqCst);
+            api.pool.run(move |r| replay(r, after, settled)).await?
+        }
         None => Vec::new(),
     };
     let replayed_to = missed.last().map_or(last.unwrap_or(0), |c| c.seq);

@@ -13,6 +13,7 @@
 //! Bounded in bytes, least recently read out first. A bound of zero turns it off.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use lru::LruCache;
@@ -22,6 +23,8 @@ use store::Projection;
 pub(crate) struct ReadCache {
     inner: Mutex<Inner>,
     max_bytes: usize,
+    /// Set for good when nothing will drop documents any more (the projector stopped).
+    disabled: AtomicBool,
 }
 
 struct Inner {
@@ -37,10 +40,11 @@ pub(crate) struct Usage {
     pub(crate) bytes: usize,
 }
 
-/// The memory a document is counted for: its text, its key twice (the map and the list) and a
-/// fixed allowance for the entry, the `Bytes` header and the allocator's rounding.
+/// The memory a document is counted for: its text, its key, and a fixed allowance for the list
+/// node (about 80 bytes with the key's and the `Bytes`' headers), the map's slot, the `Bytes`'
+/// shared header once it is cloned, and the allocator's rounding.
 fn weight(key: &str, doc: &[u8]) -> usize {
-    doc.len() + 2 * key.len() + 128
+    doc.len() + key.len() + 160
 }
 
 impl ReadCache {
@@ -52,12 +56,22 @@ impl ReadCache {
                 epoch: 0,
             }),
             max_bytes,
+            disabled: AtomicBool::new(false),
         }
+    }
+
+    /// Empties the cache and keeps it empty: every read goes to SQLite from now on.
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, Ordering::SeqCst);
+        self.clear();
     }
 
     /// The cached document of `key`, or, on a miss, the epoch to hand to [`ReadCache::insert`]
     /// with the document read from the database.
     pub(crate) fn get(&self, projection: Projection, key: String) -> Result<Bytes, Miss> {
+        if self.disabled.load(Ordering::SeqCst) {
+            return Err(Miss { epoch: None, key });
+        }
         let Ok(mut inner) = self.inner.lock() else {
             return Err(Miss { epoch: None, key });
         };
@@ -246,6 +260,17 @@ mod tests {
         fill(&cache, J, "big", &"x".repeat(2000));
         assert!(cache.get(J, "big".into()).is_err());
         assert!(cache.get(J, "small".into()).is_ok());
+    }
+
+    #[test]
+    fn a_disabled_cache_serves_and_keeps_nothing() {
+        let cache = ReadCache::new(1 << 20);
+        fill(&cache, J, "a", "1");
+        cache.disable();
+        assert!(cache.get(J, "a".into()).is_err());
+        fill(&cache, J, "b", "2");
+        assert!(cache.get(J, "b".into()).is_err());
+        assert_eq!(cache.usage(), Usage::default());
     }
 
     #[test]

@@ -9,13 +9,13 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ingest::{Ingest, Scheme, SourceAuth};
-use projector::{Change, Runner};
+use projector::{Change, Runner, Update};
 use store::{Options, Store, Synchronous};
 use tokio::sync::{broadcast, watch};
 
@@ -34,12 +34,38 @@ const DRAIN: Duration = Duration::from_secs(7);
 /// DRAIN + FINAL_CATCH_UP stays under the 10 s DESIGN.md allows.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(2);
 
-/// Marks the projector dead when its thread ends, however it ends.
-struct AliveGuard(Arc<AtomicBool>);
+/// Marks the projector dead when its thread ends, however it ends, and turns the read cache
+/// off: nothing would drop its documents any more.
+struct AliveGuard(Arc<AtomicBool>, Arc<ReadCache>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
+        self.1.disable();
+    }
+}
+
+/// Applies one projector update to what readers see. A change's cached document is dropped
+/// before the change is announced, so a stream client that reads the key on the news reads the
+/// new row. `settled` moves only once a batch's documents are all dropped: `/v1/stream` replays
+/// no further than it, so a resumed client is never told of a change whose old document is
+/// still cached.
+fn publish(
+    update: Update,
+    cache: &ReadCache,
+    settled: &AtomicI64,
+    announce: &mut dyn FnMut(Change),
+) {
+    match update {
+        Update::Changed(c) => {
+            cache.invalidate(c.projection, &c.key);
+            announce(c);
+        }
+        Update::Committed { checkpoint } => settled.store(checkpoint, Ordering::SeqCst),
+        Update::Resynced { checkpoint } => {
+            cache.clear();
+            settled.store(checkpoint, Ordering::SeqCst);
+        }
     }
 }
 
@@ -201,12 +227,13 @@ pub(crate) fn run(
     );
 
     let read_cache = Arc::new(ReadCache::new(args.read_cache_mib.saturating_mul(1 << 20)));
+    let settled = Arc::new(AtomicI64::new(first.checkpoint));
     let (changes, _) = broadcast::channel::<Change>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_alive = Arc::new(AtomicBool::new(true));
     let stopping = Arc::new(AtomicBool::new(false));
     let projector = {
-        let (wake, changes, metrics, acks, alive, stopping, read_cache) = (
+        let (wake, changes, metrics, acks, alive, stopping, read_cache, settled) = (
             Arc::clone(&wake),
             changes.clone(),
             Arc::clone(&metrics),
@@ -214,46 +241,52 @@ pub(crate) fn run(
             Arc::clone(&projector_alive),
             Arc::clone(&stopping),
             Arc::clone(&read_cache),
+            Arc::clone(&settled),
         );
         let reader = store.reader()?;
         std::thread::Builder::new()
             .name("journeyd-projector".into())
             .spawn(move || {
                 // Clears `alive` however the thread ends, a panic included (for /readyz).
-                let _alive = AliveGuard(alive);
+                let _alive = AliveGuard(alive, Arc::clone(&read_cache));
+                // Ack-to-projected: every commit mark up to the checkpoint is done.
+                let projected = |checkpoint: i64| {
+                    if let Ok(mut a) = acks.lock() {
+                        while a.front().is_some_and(|(seq, _)| *seq <= checkpoint) {
+                            if let Some((_, at)) = a.pop_front() {
+                                metrics.projected(at.elapsed());
+                            }
+                        }
+                    }
+                };
                 loop {
                     let last_round = stopping.load(Ordering::SeqCst);
-                    // After the commit: drop the key's cached document, then announce it, so a
-                    // stream client that reads the key on the news reads the new row.
-                    let mut announce = |c: Change| {
-                        read_cache.invalidate(c.projection, &c.key);
-                        let _ = changes.send(c);
+                    let mut on_update = |u: Update| {
+                        if let Update::Committed { checkpoint } = u {
+                            projected(checkpoint);
+                        }
+                        publish(u, &read_cache, &settled, &mut |c| {
+                            let _ = changes.send(c);
+                        });
                     };
                     let result = if last_round {
-                        runner.catch_up_until(&mut announce, Instant::now() + FINAL_CATCH_UP)
+                        runner.catch_up_until(&mut on_update, Instant::now() + FINAL_CATCH_UP)
                     } else {
-                        runner.catch_up_with(&mut announce)
+                        runner.catch_up_with(&mut on_update)
                     };
                     match result {
                         Ok(done) => {
-                            if done.resynced {
-                                read_cache.clear();
-                            }
                             let head = reader.head().unwrap_or(done.checkpoint);
                             metrics.projector(
                                 done.checkpoint,
                                 (head - done.checkpoint).max(0),
                                 &runner.cache_usage(),
                             );
-                            if let Ok(mut a) = acks.lock() {
-                                while a.front().is_some_and(|(seq, _)| *seq <= done.checkpoint) {
-                                    if let Some((_, at)) = a.pop_front() {
-                                        metrics.projected(at.elapsed());
-                                    }
-                                }
-                            }
+                            projected(done.checkpoint);
                         }
                         Err(e) => {
+                            // It may have met tables moved by others before it failed.
+                            read_cache.clear();
                             tracing::error!(error = %e, "projection failed; retrying");
                             std::thread::sleep(Duration::from_millis(200));
                         }
@@ -283,6 +316,7 @@ pub(crate) fn run(
         projector_alive: Arc::clone(&projector_alive),
         metrics: Arc::clone(&metrics),
         cache: read_cache,
+        settled,
     });
     let app = app(ingest, api, &metrics);
 
@@ -381,6 +415,59 @@ mod tests {
     use axum::http::{Method, Request, StatusCode};
     use tower::ServiceExt;
 
+    /// The order that keeps cached reads fresh: a change's document is gone before the change
+    /// is announced, `settled` waits for the batch, and a resync empties the cache.
+    #[test]
+    fn a_change_leaves_the_read_cache_before_it_is_announced() {
+        use axum::body::Bytes;
+        const J: store::Projection = store::Projection::Journeys;
+        let cache = ReadCache::new(1 << 20);
+        let fill = |key: &str| {
+            let miss = cache.get(J, key.to_owned()).expect_err("miss");
+            cache.insert(J, miss, Bytes::from_static(b"old"));
+            assert!(cache.get(J, key.to_owned()).is_ok());
+        };
+        fill("K");
+        fill("other");
+        let settled = AtomicI64::new(3);
+        let mut announced = Vec::new();
+        let change = Change {
+            projection: J,
+            key: "K".into(),
+            status: None,
+            seq: 5,
+        };
+        publish(Update::Changed(change), &cache, &settled, &mut |c| {
+            assert!(
+                cache.get(c.projection, c.key.clone()).is_err(),
+                "announced while its old document was cached"
+            );
+            announced.push(c.key);
+        });
+        assert_eq!(announced, ["K"]);
+        assert!(cache.get(J, "other".into()).is_ok(), "other keys stay");
+        assert_eq!(
+            settled.load(Ordering::SeqCst),
+            3,
+            "not before the batch ends"
+        );
+        publish(
+            Update::Committed { checkpoint: 5 },
+            &cache,
+            &settled,
+            &mut |_| panic!("nothing to announce"),
+        );
+        assert_eq!(settled.load(Ordering::SeqCst), 5);
+        publish(
+            Update::Resynced { checkpoint: 9 },
+            &cache,
+            &settled,
+            &mut |_| panic!("nothing to announce"),
+        );
+        assert!(cache.get(J, "other".into()).is_err(), "a resync empties it");
+        assert_eq!(settled.load(Ordering::SeqCst), 9);
+    }
+
     /// The OpenAPI table and the router cannot drift: every documented operation is answered by
     /// a real route (not 405, not the router's empty 404 for an unknown path).
     #[tokio::test]
@@ -415,6 +502,7 @@ mod tests {
             projector_alive: Arc::new(AtomicBool::new(true)),
             metrics: Arc::clone(&metrics),
             cache: Arc::new(ReadCache::new(1 << 20)),
+            settled: Arc::new(AtomicI64::new(0)),
         });
         let app = app(ingest, api, &metrics);
         assert!(crate::openapi::OPERATIONS.len() >= 15);

@@ -37,10 +37,26 @@ pub struct CatchUp {
     pub checkpoint: i64,
     /// Projections rebuilt first because their version or configuration changed.
     pub rebuilt: usize,
-    /// Whether the snapshot tables changed other than by this runner's own batches: a
-    /// checkpoint moved by another process (an `import` beside the daemon) or a rebuild. Then
-    /// anything cached from those tables may be stale.
-    pub resynced: bool,
+}
+
+/// What a catch-up reports while it runs, in order (see [`Runner::catch_up_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// A committed batch changed this snapshot.
+    Changed(Change),
+    /// A batch committed, and every change it made has been reported: the snapshots are
+    /// current up to `checkpoint`, the lowest projection checkpoint.
+    Committed {
+        /// The lowest checkpoint after the batch.
+        checkpoint: i64,
+    },
+    /// The snapshot tables changed other than by this runner's batches: a checkpoint moved by
+    /// another process (an `import` beside the daemon) or a rebuild. Anything cached from
+    /// those tables may be stale. Reported before any change of a later batch.
+    Resynced {
+        /// The lowest checkpoint as found.
+        checkpoint: i64,
+    },
 }
 
 /// One snapshot that a committed batch changed (what the daemon's live stream announces).
@@ -78,8 +94,8 @@ pub struct Runner {
     members: Part<Members>,
     users: Part<Users>,
     resources: Part<Resources>,
-    /// Set when [`Runner::sync`] finds a checkpoint it did not write; reported and cleared by
-    /// the next catch-up.
+    /// Set when [`Runner::sync`] finds a checkpoint it did not write; reported as
+    /// [`Update::Resynced`] by the catch-up that runs or follows it.
     resynced: bool,
 }
 
@@ -363,33 +379,34 @@ impl Runner {
         self.catch_up_with(&mut |_| {})
     }
 
-    /// As [`Runner::catch_up`], calling `on_change` for every snapshot a committed batch wrote,
-    /// after its commit.
-    pub fn catch_up_with(&mut self, on_change: &mut dyn FnMut(Change)) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_change, None)
+    /// As [`Runner::catch_up`], calling `on_update` as it goes: for every snapshot a committed
+    /// batch wrote, after its commit, then once for the batch; and whenever it finds that the
+    /// snapshot tables moved under it, before it reports anything else.
+    pub fn catch_up_with(&mut self, on_update: &mut dyn FnMut(Update)) -> store::Result<CatchUp> {
+        self.catch_up_inner(on_update, None)
     }
 
     /// As [`Runner::catch_up_with`], but stops between batches once `deadline` has passed and
     /// rebuilds nothing: for a process that must stop on time (the daemon's last round).
     pub fn catch_up_until(
         &mut self,
-        on_change: &mut dyn FnMut(Change),
+        on_update: &mut dyn FnMut(Update),
         deadline: std::time::Instant,
     ) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_change, Some(deadline))
+        self.catch_up_inner(on_update, Some(deadline))
     }
 
     fn catch_up_inner(
         &mut self,
-        on_change: &mut dyn FnMut(Change),
+        on_update: &mut dyn FnMut(Update),
         deadline: Option<std::time::Instant>,
     ) -> store::Result<CatchUp> {
         let mut done = CatchUp::default();
         let stale = self.sync()?;
+        self.report_resync(on_update);
         if deadline.is_some() && !stale.is_empty() {
             // No time for a rebuild: leave it to the next start.
             done.checkpoint = self.lowest_checkpoint();
-            done.resynced = std::mem::take(&mut self.resynced);
             return Ok(done);
         }
         for projection in stale {
@@ -398,6 +415,7 @@ impl Runner {
                 "snapshots were built by other code or configuration; rebuilding"
             );
             self.rebuild(projection, &mut |_| {})?;
+            self.report_resync(on_update);
             done.rebuilt += 1;
         }
         loop {
@@ -448,11 +466,16 @@ impl Runner {
                 .collect();
             match self.writer.project(batch) {
                 Ok(()) => {
-                    changes.into_iter().for_each(&mut *on_change);
+                    for c in changes {
+                        on_update(Update::Changed(c));
+                    }
                     self.journeys.commit(j, end);
                     self.members.commit(m, end);
                     self.users.commit(u, end);
                     self.resources.commit(s, end);
+                    on_update(Update::Committed {
+                        checkpoint: self.lowest_checkpoint(),
+                    });
                     done.events += records.len() as u64;
                     done.rows += rows;
                 }
@@ -461,8 +484,11 @@ impl Runner {
                         projection = projection.name(),
                         "checkpoint moved elsewhere; starting again from the stored one"
                     );
-                    for projection in self.sync()? {
+                    let stale = self.sync()?;
+                    self.report_resync(on_update);
+                    for projection in stale {
                         self.rebuild(projection, &mut |_| {})?;
+                        self.report_resync(on_update);
                         done.rebuilt += 1;
                     }
                 }
@@ -473,8 +499,15 @@ impl Runner {
             }
         }
         done.checkpoint = self.lowest_checkpoint();
-        done.resynced = std::mem::take(&mut self.resynced);
         Ok(done)
+    }
+
+    fn report_resync(&mut self, on_update: &mut dyn FnMut(Update)) {
+        if std::mem::take(&mut self.resynced) {
+            on_update(Update::Resynced {
+                checkpoint: self.lowest_checkpoint(),
+            });
+        }
     }
 
     /// Refolds `projection` from the start of the log into a new table and swaps it in with

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use events::{Event, Source, parse_delivery};
-use projector::{Config, Runner};
+use projector::{Config, Runner, Update};
 use proptest::prelude::*;
 use serde_json::json;
 use store::{Body, Options, Projection, Reader, Snapshot, Store, Submission, Synchronous};
@@ -344,43 +344,61 @@ fn runners_taking_turns_on_one_database_agree_with_a_rebuild() {
     assert_eq!(d.snapshots(), incremental);
 }
 
-/// A daemon drops whatever it cached from the snapshot tables when `resynced` is set, so the
-/// flag must be set exactly when the tables moved under the runner: by another runner's batch
-/// or by a rebuild, not by the runner's own batches.
+/// The updates of one catch-up.
+fn updates(r: &mut Runner) -> Vec<Update> {
+    let mut out = Vec::new();
+    r.catch_up_with(&mut |u| out.push(u)).expect("catch up");
+    out
+}
+
+fn resynced(updates: &[Update]) -> bool {
+    updates.iter().any(|u| matches!(u, Update::Resynced { .. }))
+}
+
+/// A daemon drops whatever it cached from the snapshot tables on `Resynced`, so it must come
+/// exactly when the tables moved under the runner (by another runner's batch or by a rebuild,
+/// not by the runner's own batches), and before any change read after the move.
 #[test]
 fn a_catch_up_reports_whether_the_snapshots_moved_under_the_runner() {
     let d = db();
-    let events = corpus(40);
+    let events = corpus(60);
     let mut a = d.runner(Config::default());
     let mut b = d.runner(Config::default());
     // The first look adopts what is stored.
-    assert!(a.catch_up().expect("catch up").resynced);
-    assert!(!a.catch_up().expect("catch up").resynced, "nothing moved");
-    // Its own batches are not a move.
+    assert!(resynced(&updates(&mut a)));
+    assert_eq!(updates(&mut a), [], "nothing moved, nothing to say");
+    // Its own batches are not a move; each batch ends with its checkpoint.
     d.append(events[..20].to_vec());
-    let own = a.catch_up().expect("catch up");
-    assert!(own.rows > 0);
-    assert!(!own.resynced, "its own batch");
-    assert!(!a.catch_up().expect("catch up").resynced);
-    // Another runner's batch is.
-    assert!(b.catch_up().expect("catch up").resynced, "b's first look");
-    d.append(events[20..].to_vec());
-    assert!(!b.catch_up().expect("catch up").resynced);
+    let own = updates(&mut a);
+    assert!(!resynced(&own), "its own batch: {own:?}");
+    assert!(matches!(own.first(), Some(Update::Changed(_))), "{own:?}");
+    let head = d
+        .checkpoints()
+        .iter()
+        .map(|c| c.seq)
+        .min()
+        .expect("checkpoints");
+    assert_eq!(own.last(), Some(&Update::Committed { checkpoint: head }));
+    assert_eq!(updates(&mut a), []);
+    // Another runner's batch is, and it is reported before the changes read after it.
+    assert!(resynced(&updates(&mut b)), "b's first look");
+    d.append(events[20..40].to_vec());
+    assert!(!resynced(&updates(&mut b)));
+    d.append(events[40..].to_vec());
+    let after_move = updates(&mut a);
     assert!(
-        a.catch_up().expect("catch up").resynced,
-        "b moved the checkpoints"
+        matches!(after_move.first(), Some(Update::Resynced { .. })),
+        "{after_move:?}"
     );
-    assert!(!a.catch_up().expect("catch up").resynced, "reported once");
+    assert!(after_move.iter().any(|u| matches!(u, Update::Changed(_))));
+    assert_eq!(updates(&mut a), [], "reported once");
     // So is a rebuild, by anyone.
     b.rebuild(Projection::Users, &mut |_| {}).expect("rebuild");
-    assert!(a.catch_up().expect("catch up").resynced, "b rebuilt users");
+    assert!(resynced(&updates(&mut a)), "b rebuilt users");
     a.rebuild(Projection::Members, &mut |_| {})
         .expect("rebuild");
-    assert!(
-        a.catch_up().expect("catch up").resynced,
-        "a rebuilt members"
-    );
-    assert!(!a.catch_up().expect("catch up").resynced);
+    assert!(resynced(&updates(&mut a)), "a rebuilt members");
+    assert_eq!(updates(&mut a), []);
 }
 
 #[test]

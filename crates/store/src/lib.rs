@@ -377,7 +377,7 @@ mod tests {
             .to_latest(&mut conn)
             .expect("version 2");
         let indexes = |conn: &Connection| -> Vec<String> {
-            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('journeys', 'members', 'users', 'resources') ORDER BY name")
+            conn.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('journeys', 'members', 'users', 'resources') ORDER BY name")
                 .expect("prepare")
                 .query_map([], |r| r.get(0))
                 .expect("query")
@@ -404,7 +404,18 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("pragma");
         assert_eq!(v, 3);
-        assert_eq!(indexes(&conn), before);
+        // The same indexes, but the customer-reference one now carries the key.
+        let widened = |sql: &String| {
+            sql.replace(
+                "(customer_reference)",
+                "(customer_reference, correlation_id)",
+            )
+        };
+        assert_eq!(
+            indexes(&conn),
+            before.iter().map(widened).collect::<Vec<_>>()
+        );
+        assert_ne!(indexes(&conn), before);
         for table in ["journeys", "members", "users", "resources"] {
             let sql: String = conn
                 .query_row(
