@@ -23,6 +23,18 @@ fn ingest_for(store: &Store) -> Ingest {
     }
 }
 
+/// A store in `dir`, without fsync (the tests do not need durability).
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(
+        dir.path().join("j.db"),
+        Options {
+            synchronous: Synchronous::Normal,
+            ..Options::default()
+        },
+    )
+    .expect("open")
+}
+
 fn app(store: &Store, max_body: usize) -> axum::Router {
     ingest::router(Arc::new(Ingest {
         max_body,
@@ -100,14 +112,7 @@ impl Drop for Lock {
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path().join("j.db"),
-        Options {
-            synchronous: Synchronous::Normal,
-            ..Options::default()
-        },
-    )
-    .expect("open");
+    let store = open(&dir);
     let app = app(&store, BODY.len());
     let at = app.clone().oneshot(post(BODY)).await.expect("response");
     assert_eq!(at.status(), StatusCode::NO_CONTENT);
@@ -129,14 +134,7 @@ async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_taken() {
 #[tokio::test]
 async fn a_parser_that_panics_leaves_the_body_in_quarantine_and_the_route_answering() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path().join("j.db"),
-        Options {
-            synchronous: Synchronous::Normal,
-            ..Options::default()
-        },
-    )
-    .expect("open");
+    let store = open(&dir);
     let app = ingest::router(Arc::new(Ingest {
         parse: |_, _| panic!("a parser bug"),
         ..ingest_for(&store)
@@ -169,14 +167,7 @@ async fn a_parser_that_panics_leaves_the_body_in_quarantine_and_the_route_answer
 #[tokio::test]
 async fn a_refusal_before_the_body_is_read_closes_the_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path().join("j.db"),
-        Options {
-            synchronous: Synchronous::Normal,
-            ..Options::default()
-        },
-    )
-    .expect("open");
+    let store = open(&dir);
     let app = ingest::router(Arc::new(Ingest {
         mobile_journeys: SourceAuth::new(vec![ingest::Scheme::bearer("token").expect("scheme")]),
         ..ingest_for(&store)
