@@ -401,6 +401,38 @@ fn probe(addr: &str, n: usize) -> anyhow::Result<f64> {
     }
 }
 
+/// The daemon's own ack-to-projected histogram (`journeyd_ack_to_projected_seconds`): the upper
+/// bounds in ms of the buckets holding its median and its 99th percentile, and its count. Unlike
+/// the probes, it counts every commit, and it leaves out the reader's own request.
+fn daemon_ack_to_projected(addr: &str) -> anyhow::Result<(f64, f64, u64)> {
+    let (status, body) = Conn::open(addr)?.call("GET", "/metrics", b"")?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    let text = String::from_utf8(body)?;
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let mut count = 0u64;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("journeyd_ack_to_projected_seconds_bucket{le=\"") {
+            let (le, n) = rest.split_once("\"} ").context("bucket line")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse()?
+            };
+            buckets.push((le, n.trim().parse()?));
+        } else if let Some(n) = line.strip_prefix("journeyd_ack_to_projected_seconds_count ") {
+            count = n.trim().parse()?;
+        }
+    }
+    let bound = |q: f64| {
+        let want = (q * count as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map_or(f64::NAN, |(le, _)| le * 1000.0)
+    };
+    Ok((bound(0.5), bound(0.99), count))
+}
+
 /// A body waiting for the durable floor's writer, and where to say it is stored.
 type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<()>);
 
@@ -563,6 +595,7 @@ pub(crate) fn run(
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
         let rss = peak_rss_mib(daemon.id());
+        let projected = daemon_ack_to_projected(&addr).unwrap_or((f64::NAN, f64::NAN, 0));
         let mut p = probes.lock().map(|p| p.clone()).unwrap_or_default();
         p.sort_by(f64::total_cmp);
         let visible_p99 = p
@@ -594,6 +627,7 @@ pub(crate) fn run(
             connections,
             visible_p99,
             p.len(),
+            projected,
             rss,
             queries.requests as f64 / duration.as_secs_f64(),
             percentile(&queries.latencies, 0.99),
@@ -602,12 +636,12 @@ pub(crate) fn run(
     }
     println!();
     println!(
-        "| connections | ack-to-visible p99 ms (probes) | daemon peak RSS MiB | point queries/s (64 conns) | query p99 ms | GET ceiling/s (fixed document, 64 conns) | ratio |"
+        "| connections | ack-to-visible p99 ms (probes) | daemon ack-to-projected p50 / p99 ms, bucket bounds (commits) | daemon peak RSS MiB | point queries/s (64 conns) | query p99 ms | GET ceiling/s (fixed document, 64 conns) | ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (c, v, probes, rss, q, qp, ceiling) in rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (c, v, probes, (p50, p99, commits), rss, q, qp, ceiling) in rows {
         println!(
-            "| {c} | {v:.1} ({probes}) | {} | {q:.0} | {qp:.2} | {ceiling:.0} | {:.2} |",
+            "| {c} | {v:.1} ({probes}) | {p50} / {p99} ({commits}) | {} | {q:.0} | {qp:.2} | {ceiling:.0} | {:.2} |",
             rss.map_or("?".into(), |r| r.to_string()),
             q / ceiling
         );
