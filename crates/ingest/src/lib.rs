@@ -160,10 +160,9 @@ async fn receive_in_span(
     store_body(ingest, source, &headers, id, now_ms, bytes).await
 }
 
-/// Marks an answer given before the request's body was read to its end. The connection then
-/// closes after the answer, and says so: the unread rest of the body would otherwise be read as
-/// the next request, and a client that kept the connection for its next request would find it
-/// closed under it.
+/// Marks an answer given before the request's body was read to its end. hyper closes such a
+/// connection after the answer; the header says so, so that a client does not keep the
+/// connection for its next request and find it closed under it.
 fn closing(mut response: Response) -> Response {
     response.headers_mut().insert(
         axum::http::header::CONNECTION,

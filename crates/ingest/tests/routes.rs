@@ -161,11 +161,11 @@ async fn a_parser_that_panics_leaves_the_body_in_quarantine_and_the_route_answer
     assert_eq!(next.status(), StatusCode::ACCEPTED);
 }
 
-/// A header-only scheme refuses before the body is read; the answer closes the connection, or
-/// the unread body would be taken for the next request on it (and a client that reuses the
-/// connection would find it closed under its next request).
+/// A header-only scheme refuses before the body is read. hyper then closes the connection, and
+/// the answer must say so, or a client that reuses the connection finds it closed under its
+/// next request.
 #[tokio::test]
-async fn a_refusal_before_the_body_is_read_closes_the_connection() {
+async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     let app = ingest::router(Arc::new(Ingest {

@@ -512,7 +512,8 @@ impl Runner {
 
     /// Refolds `projection` from the start of the log into a new table and swaps it in with
     /// its checkpoint at the log head it read. `progress` is called with the number of events
-    /// scanned so far. Events appended meanwhile are folded by the next [`Runner::catch_up`].
+    /// scanned so far. Events appended meanwhile are folded by the next [`Runner::catch_up`],
+    /// which also reports the swap as [`Update::Resynced`] to [`Runner::catch_up_with`]'s caller.
     pub fn rebuild(
         &mut self,
         projection: Projection,
