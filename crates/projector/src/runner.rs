@@ -486,6 +486,10 @@ impl Runner {
                     );
                     let stale = self.sync()?;
                     self.report_resync(on_update);
+                    if deadline.is_some() && !stale.is_empty() {
+                        // As at the start: no rebuild on a deadline; the next start does it.
+                        break;
+                    }
                     for projection in stale {
                         self.rebuild(projection, &mut |_| {})?;
                         self.report_resync(on_update);
