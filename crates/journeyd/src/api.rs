@@ -493,3 +493,62 @@ async fn stream_changes(
         .take_until(ended);
     Ok(Sse::new(all).keep_alive(KeepAlive::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::{Body, Options, Store, Submission, Synchronous};
+
+    /// A resumed stream replays what is projected, but no further than `settled`: past it, the
+    /// read cache may still hold the old documents of the changed keys.
+    #[test]
+    fn the_replay_stops_where_the_read_cache_has_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = Store::open(
+            &db,
+            Options {
+                synchronous: Synchronous::Normal,
+                ..Options::default()
+            },
+        )
+        .expect("open");
+        for journey in ["J1", "J2", "J3"] {
+            let body = format!(
+                r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{journey}","sessionId":"1"}}}}"#
+            );
+            let events = events::parse_delivery(events::Source::MobileJourneys, body.as_bytes())
+                .expect("parse");
+            store
+                .writer()
+                .append(vec![Submission {
+                    source: events::Source::MobileJourneys,
+                    received_at: 1_700_000_000_000,
+                    request_id: None,
+                    size: body.len(),
+                    body: Body::Events(events),
+                }])
+                .expect("append");
+        }
+        projector::Runner::new(
+            store.writer(),
+            store.reader().expect("reader"),
+            projector::Config::default(),
+        )
+        .catch_up()
+        .expect("project");
+        let reader = Reader::open(&db).expect("reader");
+        let keys = |settled| -> Vec<(String, i64)> {
+            replay(&reader, 0, settled)
+                .expect("replay")
+                .into_iter()
+                .map(|c| (c.key, c.seq))
+                .collect()
+        };
+        let all = keys(i64::MAX);
+        assert_eq!(all, [("J1".into(), 1), ("J2".into(), 2), ("J3".into(), 3)]);
+        assert_eq!(keys(2), all[..2]);
+        assert_eq!(keys(0), []);
+        store.close();
+    }
+}

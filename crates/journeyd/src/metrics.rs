@@ -38,7 +38,10 @@ pub(crate) struct Metrics {
     cache_keys: Family<ProjectionLabels, Gauge>,
     cache_bytes: Family<ProjectionLabels, Gauge>,
     ack_to_projected: Histogram,
-    read_cache_reads: Family<HitLabels, Counter>,
+    /// The two series of `journeyd_read_cache_reads`, made once: a point read counts without
+    /// a label lookup.
+    read_cache_hits: Counter,
+    read_cache_misses: Counter,
     read_cache_keys: Gauge,
     read_cache_bytes: Gauge,
 }
@@ -107,6 +110,12 @@ impl Metrics {
             "Point reads of snapshots (GET /v1/journeys/{id} and the like), by result: hit (served from the read cache) or miss (read from SQLite)",
             read_cache_reads.clone(),
         );
+        let read_cache_hits = read_cache_reads
+            .get_or_create(&HitLabels { result: "hit" })
+            .clone();
+        let read_cache_misses = read_cache_reads
+            .get_or_create(&HitLabels { result: "miss" })
+            .clone();
         let read_cache_keys = Gauge::default();
         registry.register(
             "journeyd_read_cache_keys",
@@ -130,7 +139,8 @@ impl Metrics {
             cache_keys,
             cache_bytes,
             ack_to_projected,
-            read_cache_reads,
+            read_cache_hits,
+            read_cache_misses,
             read_cache_keys,
             read_cache_bytes,
         })
@@ -175,10 +185,11 @@ impl Metrics {
     }
 
     pub(crate) fn read_cache(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.read_cache_reads
-            .get_or_create(&HitLabels { result })
-            .inc();
+        if hit {
+            self.read_cache_hits.inc();
+        } else {
+            self.read_cache_misses.inc();
+        }
     }
 
     pub(crate) fn read_cache_usage(&self, usage: crate::read_cache::Usage) {

@@ -48,6 +48,15 @@ impl Db {
             .expect("append");
     }
 
+    /// Appends `events` `chunk` at a time, letting `runner` catch up after each append, as the
+    /// daemon does after each commit.
+    fn feed(&self, runner: &mut Runner, events: &[Event], chunk: usize) {
+        for c in events.chunks(chunk) {
+            self.append(c.to_vec());
+            runner.catch_up().expect("catch up");
+        }
+    }
+
     fn runner(&self, config: Config) -> Runner {
         Runner::new(
             self.store.writer(),
@@ -154,10 +163,7 @@ fn incremental_projection_equals_a_full_rebuild_and_the_import_order_does_not_ma
         batch_events: 7,
         ..Config::default()
     });
-    for chunk in events.chunks(13) {
-        a.append(chunk.to_vec());
-        runner.catch_up().expect("catch up");
-    }
+    a.feed(&mut runner, &events, 13);
     let incremental = a.snapshots();
     assert!(
         incremental.iter().all(|(_, s)| !s.is_empty()),
@@ -410,10 +416,7 @@ fn the_cache_is_bounded_and_refolds_from_the_log_on_a_miss() {
         batch_events: 3,
         ..Config::default()
     });
-    for chunk in events.chunks(5) {
-        small.append(chunk.to_vec());
-        r.catch_up().expect("catch up");
-    }
+    small.feed(&mut r, &events, 5);
     let big = db();
     big.append(events);
     big.runner(Config::default()).catch_up().expect("catch up");
@@ -430,10 +433,7 @@ fn the_cache_counts_what_it_holds_and_stays_within_its_byte_budget() {
         batch_events: 7,
         ..Config::default()
     });
-    for chunk in events.chunks(9) {
-        all.append(chunk.to_vec());
-        r.catch_up().expect("catch up");
-    }
+    all.feed(&mut r, &events, 9);
     let whole = r.cache_usage();
     for ((projection, snapshots), (p, used)) in all.snapshots().into_iter().zip(whole) {
         assert_eq!(projection, p);
