@@ -497,7 +497,7 @@ async fn stream_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{Body, Options, Store, Submission, Synchronous};
+    use store::{Body, Submission};
 
     /// A resumed stream replays what is projected, but no further than `settled`: past it, the
     /// read cache may still hold the old documents of the changed keys.
@@ -505,14 +505,7 @@ mod tests {
     fn the_replay_stops_where_the_read_cache_has_settled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("j.db");
-        let store = Store::open(
-            &db,
-            Options {
-                synchronous: Synchronous::Normal,
-                ..Options::default()
-            },
-        )
-        .expect("open");
+        let store = crate::test_store(&db);
         for journey in ["J1", "J2", "J3"] {
             let body = format!(
                 r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{journey}","sessionId":"1"}}}}"#

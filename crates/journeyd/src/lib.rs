@@ -120,3 +120,16 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// A store at `db` without fsync, for unit tests that need a real database.
+#[cfg(test)]
+fn test_store(db: &std::path::Path) -> store::Store {
+    store::Store::open(
+        db,
+        store::Options {
+            synchronous: store::Synchronous::Normal,
+            ..store::Options::default()
+        },
+    )
+    .expect("open")
+}

@@ -474,14 +474,7 @@ mod tests {
     async fn every_documented_operation_is_a_real_route() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("j.db");
-        let store = Store::open(
-            &db,
-            Options {
-                synchronous: Synchronous::Normal,
-                ..Options::default()
-            },
-        )
-        .expect("open");
+        let store = crate::test_store(&db);
         let metrics = Metrics::new();
         let (changes, _) = broadcast::channel(4);
         let (_stop, shutdown) = watch::channel(false);
