@@ -37,6 +37,12 @@ pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// direct call so that a test can hand in a parser that fails in ways the real one must not.
 pub type Parse = fn(Source, &[u8]) -> Result<Vec<events::Event>, events::Rejection>;
 
+/// Told of each delivery's events after their commit and before the answer goes out: every
+/// event's kind and keys, and what the writer did with it (same order). The daemon notes there
+/// which keys have acknowledged events its projector has not folded yet, so that a point read
+/// made after the answer sees them (decision 0013).
+pub type OnStored = Arc<dyn Fn(&[(events::Kind, events::Keys)], &[store::Appended]) + Send + Sync>;
+
 /// Everything the webhook routes need.
 pub struct Ingest {
     /// Appends go here.
@@ -53,6 +59,8 @@ pub struct Ingest {
     pub parse: Parse,
     /// Counters.
     pub metrics: IngestMetrics,
+    /// Called after each commit of events, before the `204`.
+    pub on_stored: Option<OnStored>,
 }
 
 /// The two webhook routes.
@@ -242,8 +250,15 @@ async fn store_body(
             }
         }
     };
+    // What `on_stored` is told, taken before the events move to the writer.
+    let mut stored_keys = Vec::new();
     let body = match parsed {
-        Ok(events) => store::Body::Events(events),
+        Ok(events) => {
+            if ingest.on_stored.is_some() {
+                stored_keys = events.iter().map(|e| (e.kind, e.keys.clone())).collect();
+            }
+            store::Body::Events(events)
+        }
         // Only a rejected body needs its headers kept.
         Err(reason) => store::Body::Quarantine(Quarantined {
             reason,
@@ -281,6 +296,11 @@ async fn store_body(
         Ok(Ok(receipts)) => {
             for r in &receipts {
                 ingest.metrics.stored(source, r);
+            }
+            if let (Some(on_stored), Some(receipt)) = (&ingest.on_stored, receipts.first())
+                && !stored_keys.is_empty()
+            {
+                on_stored(&stored_keys, &receipt.events);
             }
             match quarantine_reason {
                 Some(reason) => {

@@ -20,6 +20,7 @@ fn ingest_for(store: &Store) -> Ingest {
         now: Arc::new(|| 1_700_000_000_000),
         parse: events::parse_delivery,
         metrics: IngestMetrics::default(),
+        on_stored: None,
     }
 }
 
@@ -187,4 +188,48 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
         .expect("response");
     assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
     assert!(!accepted.headers().contains_key("connection"));
+}
+
+/// `on_stored` hears of every stored event, with what the writer did with it, before the
+/// answer: a new event with its `seq`, a redelivery as a duplicate, a quarantined body not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_stored_hears_each_committed_event_before_the_answer() {
+    type Heard = Vec<(events::Kind, Option<String>, store::Appended)>;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let heard: Arc<std::sync::Mutex<Heard>> = Arc::default();
+    let on_stored: ingest::OnStored = {
+        let heard = Arc::clone(&heard);
+        Arc::new(move |events, appended| {
+            assert_eq!(events.len(), appended.len());
+            let mut heard = heard.lock().expect("lock");
+            for ((kind, keys), a) in events.iter().zip(appended) {
+                heard.push((*kind, keys.correlation_id.clone(), *a));
+            }
+        })
+    };
+    let app = ingest::router(Arc::new(Ingest {
+        on_stored: Some(on_stored),
+        ..ingest_for(&store)
+    }));
+    let heard_now = || heard.lock().expect("lock").clone();
+    let status = |r: axum::response::Response| r.status();
+    let first = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(status(first), StatusCode::NO_CONTENT);
+    let kind = events::Kind::SessionCreated;
+    let journey = Some("J".to_owned());
+    assert_eq!(
+        heard_now(),
+        [(kind, journey.clone(), store::Appended::New(1))]
+    );
+    let again = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(status(again), StatusCode::NO_CONTENT);
+    assert_eq!(
+        heard_now()[1..],
+        [(kind, journey, store::Appended::Duplicate)]
+    );
+    let junk = app.clone().oneshot(post("{")).await.expect("response");
+    assert_eq!(status(junk), StatusCode::ACCEPTED);
+    assert_eq!(heard_now().len(), 2, "a quarantined body has no events");
+    store.close();
 }

@@ -27,6 +27,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::metrics::Metrics;
 use crate::output::{EventJson, SnapshotJson};
 use crate::read_cache::ReadCache;
+use crate::unprojected::Unprojected;
 
 /// Read-only connections, reused across requests.
 pub(crate) struct ReaderPool {
@@ -135,7 +136,16 @@ pub(crate) struct Api {
     /// How far the projector's changes have left the read cache and been announced: the
     /// stream's replay stops there.
     pub(crate) settled: Arc<AtomicI64>,
+    /// Keys with acknowledged events not yet in their snapshots: point reads fold them.
+    pub(crate) unprojected: Arc<Unprojected>,
+    /// The projector's configuration, which those folds render with.
+    pub(crate) projection: projector::Config,
 }
+
+/// A point read of an unprojected key folds at most this many events on the HTTP worker
+/// (about a millisecond). A key with more waits for the projector, as every key did before
+/// decision 0013.
+const READ_THROUGH_MAX_EVENTS: usize = 256;
 
 /// The read routes. `/v1/...` is behind the API token when one is set; health, metrics and
 /// the OpenAPI document are not.
@@ -182,6 +192,30 @@ async fn snapshot(
     key: String,
     what: &'static str,
 ) -> Result<Response, ApiError> {
+    if api.unprojected.contains(projection, &key) {
+        let current = api.pool.lookup(|r| {
+            Ok(projector::current(
+                r,
+                projection,
+                &key,
+                &api.projection,
+                READ_THROUGH_MAX_EVENTS,
+            )?)
+        })?;
+        match current {
+            projector::Current::Row(row) => {
+                api.metrics.read_through();
+                let doc = document(&store::Snapshot::from(row)).map_err(ApiError::internal)?;
+                return Ok(json_bytes(doc));
+            }
+            projector::Current::Absent => {
+                api.metrics.read_through();
+                return Err(ApiError::not_found(&format!("{what} {key}")));
+            }
+            // Left to the projector: read the snapshot as below.
+            projector::Current::TooLarge => {}
+        }
+    }
     let miss = match api.cache.get(projection, key) {
         Ok(doc) => {
             api.metrics.read_cache(true);
@@ -191,14 +225,9 @@ async fn snapshot(
     };
     api.metrics.read_cache(false);
     let doc = api.pool.lookup(|r| {
-        Ok(match r.snapshot(projection, &miss.key)? {
-            Some(s) => {
-                let mut doc = serde_json::to_vec(&SnapshotJson::new(&s)?)?;
-                doc.shrink_to_fit(); // kept in the cache: no spare capacity
-                Some(Bytes::from(doc))
-            }
-            None => None,
-        })
+        r.snapshot(projection, &miss.key)?
+            .map(|s| document(&s))
+            .transpose()
     })?;
     match doc {
         Some(doc) => {
@@ -207,6 +236,13 @@ async fn snapshot(
         }
         None => Err(ApiError::not_found(&format!("{what} {}", miss.key))),
     }
+}
+
+/// The `{"key", "state", "meta"}` document of a point read.
+fn document(s: &store::Snapshot) -> anyhow::Result<Bytes> {
+    let mut doc = serde_json::to_vec(&SnapshotJson::new(s)?)?;
+    doc.shrink_to_fit(); // kept in the read cache: no spare capacity
+    Ok(Bytes::from(doc))
 }
 
 fn json_bytes(bytes: impl Into<Bytes>) -> Response {
@@ -391,7 +427,8 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    api.metrics.read_cache_usage(api.cache.usage());
+    api.metrics
+        .read_cache_usage(api.cache.usage(), api.unprojected.keys());
     let text = api.metrics.encode();
     (
         [(

@@ -16,6 +16,7 @@ mod project;
 mod query;
 mod read_cache;
 mod serve;
+mod unprojected;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -42,7 +42,11 @@ pub(crate) struct Metrics {
     /// a label lookup.
     read_cache_hits: Counter,
     read_cache_misses: Counter,
+    read_throughs: Counter,
     read_cache_keys: Gauge,
+    unprojected_keys: Gauge,
+    /// Handed to [`crate::unprojected::Unprojected`], which counts what it drops.
+    pub(crate) unprojected_dropped: Counter,
     read_cache_bytes: Gauge,
 }
 
@@ -107,7 +111,7 @@ impl Metrics {
         let read_cache_reads = Family::<HitLabels, Counter>::default();
         registry.register(
             "journeyd_read_cache_reads",
-            "Point reads of snapshots (GET /v1/journeys/{id} and the like), by result: hit (served from the read cache) or miss (read from SQLite)",
+            "Point reads of snapshots (GET /v1/journeys/{id} and the like), by result: hit (served from the read cache), miss (read from SQLite), or read_through (the key had acknowledged events the projector had not folded yet: its events were folded from the log for the answer)",
             read_cache_reads.clone(),
         );
         let read_cache_hits = read_cache_reads
@@ -116,6 +120,23 @@ impl Metrics {
         let read_cache_misses = read_cache_reads
             .get_or_create(&HitLabels { result: "miss" })
             .clone();
+        let read_throughs = read_cache_reads
+            .get_or_create(&HitLabels {
+                result: "read_through",
+            })
+            .clone();
+        let unprojected_keys = Gauge::default();
+        registry.register(
+            "journeyd_unprojected_keys",
+            "Keys with acknowledged events the projector has not folded yet: point reads of them fold the log",
+            unprojected_keys.clone(),
+        );
+        let unprojected_dropped = Counter::default();
+        registry.register(
+            "journeyd_unprojected_dropped",
+            "Keys not noted as unprojected because the bound was reached: their point reads wait for the projector",
+            unprojected_dropped.clone(),
+        );
         let read_cache_keys = Gauge::default();
         registry.register(
             "journeyd_read_cache_keys",
@@ -141,7 +162,10 @@ impl Metrics {
             ack_to_projected,
             read_cache_hits,
             read_cache_misses,
+            read_throughs,
             read_cache_keys,
+            unprojected_keys,
+            unprojected_dropped,
             read_cache_bytes,
         })
     }
@@ -192,10 +216,15 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn read_cache_usage(&self, usage: crate::read_cache::Usage) {
+    pub(crate) fn read_through(&self) {
+        self.read_throughs.inc();
+    }
+
+    pub(crate) fn read_cache_usage(&self, usage: crate::read_cache::Usage, unprojected: usize) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.read_cache_keys.set(gauge(usage.keys));
         self.read_cache_bytes.set(gauge(usage.bytes));
+        self.unprojected_keys.set(gauge(unprojected));
     }
 
     pub(crate) fn projected(&self, waited: Duration) {

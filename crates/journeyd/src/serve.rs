@@ -23,6 +23,7 @@ use crate::api::{Api, ReaderPool};
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 use crate::read_cache::ReadCache;
+use crate::unprojected::Unprojected;
 
 /// How often the projector looks at the log and the checkpoints when no commit of this
 /// process woke it: how soon it notices another process's writes (an `import` beside the
@@ -33,6 +34,9 @@ const DRAIN: Duration = Duration::from_secs(7);
 /// How long the projector may work after that; whatever is left is folded at the next start.
 /// DRAIN + FINAL_CATCH_UP stays under the 10 s DESIGN.md allows.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(2);
+/// At most this many keys are noted as unprojected (decision 0013): about 2 MiB at the most.
+/// The projector keeps a few batches' keys there; more means it is rebuilding or stopped.
+const UNPROJECTED_KEYS: usize = 16_384;
 
 /// Marks the projector dead when its thread ends, however it ends, and turns the read cache
 /// off: nothing would drop its documents any more.
@@ -49,11 +53,13 @@ impl Drop for AliveGuard {
 /// before the change is announced, so a stream client that reads the key on the news reads the
 /// new row. `settled` moves only once a batch's documents are all dropped: `/v1/stream` replays
 /// no further than it, so a resumed client is never told of a change whose old document is
-/// still cached.
+/// still cached. Only then do the batch's keys stop being read through (`unprojected`), so a
+/// point read never meets the old document either.
 fn publish(
     update: Update,
     cache: &ReadCache,
     settled: &AtomicI64,
+    unprojected: &Unprojected,
     announce: &mut dyn FnMut(Change),
 ) {
     match update {
@@ -61,12 +67,29 @@ fn publish(
             cache.invalidate(c.projection, &c.key);
             announce(c);
         }
-        Update::Committed { checkpoint } => settled.store(checkpoint, Ordering::SeqCst),
+        Update::Committed { checkpoint } => {
+            settled.store(checkpoint, Ordering::SeqCst);
+            unprojected.settle(checkpoint);
+        }
         Update::Resynced { checkpoint } => {
             cache.clear();
             settled.store(checkpoint, Ordering::SeqCst);
+            unprojected.settle(checkpoint);
         }
     }
+}
+
+/// Notes, before a webhook is answered, the keys its new events fold into.
+fn note_stored(unprojected: Arc<Unprojected>) -> ingest::OnStored {
+    Arc::new(move |events, appended| {
+        for ((kind, keys), appended) in events.iter().zip(appended) {
+            if let store::Appended::New(seq) = appended {
+                for (projection, key) in projector::projections_of(*kind, keys) {
+                    unprojected.note(projection, key, *seq);
+                }
+            }
+        }
+    })
 }
 
 /// Wakes the projector thread.
@@ -228,20 +251,28 @@ pub(crate) fn run(
 
     let read_cache = Arc::new(ReadCache::new(args.read_cache_mib.saturating_mul(1 << 20)));
     let settled = Arc::new(AtomicI64::new(first.checkpoint));
+    let unprojected = Arc::new(Unprojected::new(
+        first.checkpoint,
+        UNPROJECTED_KEYS,
+        metrics.unprojected_dropped.clone(),
+    ));
     let (changes, _) = broadcast::channel::<Change>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_alive = Arc::new(AtomicBool::new(true));
     let stopping = Arc::new(AtomicBool::new(false));
     let projector = {
-        let (wake, changes, metrics, acks, alive, stopping, read_cache, settled) = (
+        let (wake, changes, metrics, acks, alive, stopping) = (
             Arc::clone(&wake),
             changes.clone(),
             Arc::clone(&metrics),
             Arc::clone(&acks),
             Arc::clone(&projector_alive),
             Arc::clone(&stopping),
+        );
+        let (read_cache, settled, unprojected) = (
             Arc::clone(&read_cache),
             Arc::clone(&settled),
+            Arc::clone(&unprojected),
         );
         let reader = store.reader()?;
         std::thread::Builder::new()
@@ -265,7 +296,7 @@ pub(crate) fn run(
                         if let Update::Committed { checkpoint } = u {
                             projected(checkpoint);
                         }
-                        publish(u, &read_cache, &settled, &mut |c| {
+                        publish(u, &read_cache, &settled, &unprojected, &mut |c| {
                             let _ = changes.send(c);
                         });
                     };
@@ -307,6 +338,7 @@ pub(crate) fn run(
         now: Arc::new(crate::now_millis),
         parse: events::parse_delivery,
         metrics: metrics.ingest.clone(),
+        on_stored: Some(note_stored(Arc::clone(&unprojected))),
     });
     let api = Arc::new(Api {
         pool: ReaderPool::new(db.to_path_buf()),
@@ -317,6 +349,8 @@ pub(crate) fn run(
         metrics: Arc::clone(&metrics),
         cache: read_cache,
         settled,
+        unprojected,
+        projection: config.clone(),
     });
     let app = app(ingest, api, &metrics);
 
@@ -430,6 +464,8 @@ mod tests {
         fill("K");
         fill("other");
         let settled = AtomicI64::new(3);
+        let unprojected = Unprojected::new(3, 10, Default::default());
+        unprojected.note(J, "K", 5);
         let mut announced = Vec::new();
         let change = Change {
             projection: J,
@@ -437,13 +473,19 @@ mod tests {
             status: None,
             seq: 5,
         };
-        publish(Update::Changed(change), &cache, &settled, &mut |c| {
-            assert!(
-                cache.get(c.projection, c.key.clone()).is_err(),
-                "announced while its old document was cached"
-            );
-            announced.push(c.key);
-        });
+        publish(
+            Update::Changed(change),
+            &cache,
+            &settled,
+            &unprojected,
+            &mut |c| {
+                assert!(
+                    cache.get(c.projection, c.key.clone()).is_err(),
+                    "announced while its old document was cached"
+                );
+                announced.push(c.key);
+            },
+        );
         assert_eq!(announced, ["K"]);
         assert!(cache.get(J, "other".into()).is_ok(), "other keys stay");
         assert_eq!(
@@ -451,21 +493,153 @@ mod tests {
             3,
             "not before the batch ends"
         );
+        assert!(
+            unprojected.contains(J, "K"),
+            "read through until the batch ends"
+        );
         publish(
             Update::Committed { checkpoint: 5 },
             &cache,
             &settled,
+            &unprojected,
             &mut |_| panic!("nothing to announce"),
         );
         assert_eq!(settled.load(Ordering::SeqCst), 5);
+        assert!(!unprojected.contains(J, "K"));
+        unprojected.note(J, "L", 8);
         publish(
             Update::Resynced { checkpoint: 9 },
             &cache,
             &settled,
+            &unprojected,
             &mut |_| panic!("nothing to announce"),
         );
+        assert!(!unprojected.contains(J, "L"), "a resync settles too");
         assert!(cache.get(J, "other".into()).is_err(), "a resync empties it");
         assert_eq!(settled.load(Ordering::SeqCst), 9);
+    }
+
+    /// Every route over `store` at `db`, wired as `run` wires them, without the projector
+    /// thread: a test folds with its own runner and hands the updates to [`publish`].
+    fn test_app(store: &Store, db: &Path) -> (axum::Router, Arc<Api>) {
+        let metrics = Metrics::new();
+        let (changes, _) = broadcast::channel(4096);
+        let (stop, shutdown) = watch::channel(false);
+        std::mem::forget(stop); // streams never end in these tests
+        let unprojected = Arc::new(Unprojected::new(
+            0,
+            UNPROJECTED_KEYS,
+            metrics.unprojected_dropped.clone(),
+        ));
+        let ingest = Arc::new(Ingest {
+            writer: store.writer(),
+            mx: SourceAuth::default(),
+            mobile_journeys: SourceAuth::default(),
+            max_body: 1 << 20,
+            now: Arc::new(crate::now_millis),
+            parse: events::parse_delivery,
+            metrics: metrics.ingest.clone(),
+            on_stored: Some(note_stored(Arc::clone(&unprojected))),
+        });
+        let api = Arc::new(Api {
+            pool: ReaderPool::new(db.to_path_buf()),
+            token: None,
+            changes,
+            shutdown,
+            projector_alive: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::clone(&metrics),
+            cache: Arc::new(ReadCache::new(1 << 20)),
+            settled: Arc::new(AtomicI64::new(0)),
+            unprojected,
+            projection: projector::Config::default(),
+        });
+        (app(ingest, Arc::clone(&api), &metrics), api)
+    }
+
+    async fn call(
+        app: &axum::Router,
+        method: Method,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::from(body.to_owned()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+    }
+
+    /// The projector, run once by hand, its updates applied as the daemon applies them.
+    fn project(store: &Store, api: &Api) {
+        projector::Runner::new(
+            store.writer(),
+            store.reader().expect("reader"),
+            projector::Config::default(),
+        )
+        .catch_up_with(&mut |u| {
+            publish(u, &api.cache, &api.settled, &api.unprojected, &mut |_| {});
+        })
+        .expect("project");
+    }
+
+    /// A point read made after a webhook's 204 shows its event, though the projector has not
+    /// folded it: from no snapshot at all, and past a cached document of the old state. What
+    /// it shows is what the projector then writes, byte for byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_point_read_after_the_acknowledgement_shows_the_event_before_the_projector_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = crate::test_store(&db);
+        let (app, api) = test_app(&store, &db);
+        let post = |body: &'static str| call(&app, Method::POST, "/webhooks/mobile-journeys", body);
+        let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
+        const SESSION: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#;
+        const STAGE: &str = r#"{"productId":"mobilejourneys","eventId":"stage","data":{"occurredAt":"2021-06-11T12:02:00Z","correlationId":"J1","sessionId":"S1","stageName":"journeyEnd"}}"#;
+
+        assert_eq!(post(SESSION).await.0, StatusCode::NO_CONTENT);
+        let (status, early) = read().await;
+        assert_eq!(status, StatusCode::OK, "{early}");
+        assert!(early.contains(r#""status":"opened""#), "{early}");
+
+        project(&store, &api);
+        assert_eq!(
+            api.unprojected.keys(),
+            0,
+            "the projector's commit ends the note"
+        );
+        let (_, projected) = read().await;
+        assert_eq!(
+            projected, early,
+            "the read-through is the projector's document"
+        );
+        assert_eq!(read().await.1, projected, "and now the read cache holds it");
+
+        // A duplicate notes nothing; a new event is seen past the cached document.
+        assert_eq!(post(SESSION).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(api.unprojected.keys(), 0);
+        assert_eq!(post(STAGE).await.0, StatusCode::NO_CONTENT);
+        let (_, late) = read().await;
+        assert!(late.contains(r#""status":"completed""#), "{late}");
+        assert!(late.contains(r#""event_count":2"#), "{late}");
+        project(&store, &api);
+        assert_eq!(read().await.1, late);
+        let metrics = call(&app, Method::GET, "/metrics", "").await.1;
+        assert!(
+            metrics.contains(r#"journeyd_read_cache_reads_total{result="read_through"} 2"#),
+            "{metrics}"
+        );
+        store.close();
     }
 
     /// The OpenAPI table and the router cannot drift: every documented operation is answered by
@@ -475,29 +649,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("j.db");
         let store = crate::test_store(&db);
-        let metrics = Metrics::new();
-        let (changes, _) = broadcast::channel(4);
-        let (_stop, shutdown) = watch::channel(false);
-        let ingest = Arc::new(Ingest {
-            writer: store.writer(),
-            mx: SourceAuth::default(),
-            mobile_journeys: SourceAuth::default(),
-            max_body: 1 << 20,
-            now: Arc::new(crate::now_millis),
-            parse: events::parse_delivery,
-            metrics: metrics.ingest.clone(),
-        });
-        let api = Arc::new(Api {
-            pool: ReaderPool::new(db.clone()),
-            token: None,
-            changes,
-            shutdown,
-            projector_alive: Arc::new(AtomicBool::new(true)),
-            metrics: Arc::clone(&metrics),
-            cache: Arc::new(ReadCache::new(1 << 20)),
-            settled: Arc::new(AtomicI64::new(0)),
-        });
-        let app = app(ingest, api, &metrics);
+        let (app, _api) = test_app(&store, &db);
         assert!(crate::openapi::OPERATIONS.len() >= 15);
         for op in crate::openapi::OPERATIONS {
             let path = op

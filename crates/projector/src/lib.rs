@@ -23,7 +23,9 @@ mod runner;
 pub mod user;
 
 pub use model::{Config, Journeys, Members, Model, Resources, Users};
-pub use runner::{CacheUsage, CatchUp, Change, Rebuilt, Runner, Update, fold_weight};
+pub use runner::{
+    CacheUsage, CatchUp, Change, Current, Rebuilt, Runner, Update, current, fold_weight,
+};
 
 /// The projections an event folds into, with its key in each.
 pub fn projections_of(kind: events::Kind, keys: &events::Keys) -> Vec<(store::Projection, &str)> {

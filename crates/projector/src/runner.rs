@@ -16,7 +16,9 @@ use std::sync::mpsc;
 use events::Kind;
 use events::json::{self, Value};
 use lru::LruCache;
-use store::{EventRecord, Expect, ProjectBatch, Projection, Reader, StreamKey, WriterHandle};
+use store::{
+    EventRecord, Expect, ProjectBatch, Projection, Reader, SnapshotRow, StreamKey, WriterHandle,
+};
 
 use crate::fold::{Fold, Input};
 use crate::model::{Config, Journeys, Members, Model, Resources, Users};
@@ -290,6 +292,60 @@ fn refold<M: Model>(reader: &Reader, key: &str, until: i64) -> store::Result<Fol
         });
     }
     Ok(fold)
+}
+
+/// What a key's snapshot row would be if the projector folded the log as it stands: the answer
+/// to a point read of a key whose newest events are not folded yet (decision 0013). The same
+/// fold and rendering as the projector's, over the same set of events, so the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Current {
+    /// The row, with its `meta` fields.
+    Row(SnapshotRow),
+    /// No event in the log folds into the key.
+    Absent,
+    /// The key has more than the asked-for number of events: left to the projector.
+    TooLarge,
+}
+
+/// Folds `key`'s events from the log, in one read, if it has at most `max_events` of them.
+pub fn current(
+    reader: &Reader,
+    projection: Projection,
+    key: &str,
+    config: &Config,
+    max_events: usize,
+) -> store::Result<Current> {
+    match projection {
+        Projection::Journeys => current_of::<Journeys>(reader, key, config, max_events),
+        Projection::Members => current_of::<Members>(reader, key, config, max_events),
+        Projection::Users => current_of::<Users>(reader, key, config, max_events),
+        Projection::Resources => current_of::<Resources>(reader, key, config, max_events),
+    }
+}
+
+fn current_of<M: Model>(
+    reader: &Reader,
+    key: &str,
+    config: &Config,
+    max_events: usize,
+) -> store::Result<Current> {
+    let stream = StreamKey::of(M::PROJECTION, key);
+    let records = reader.events_by_key(stream, 0, max_events.saturating_add(1))?;
+    if records.len() > max_events {
+        return Ok(Current::TooLarge);
+    }
+    let mut fold = Fold::<M::State>::default();
+    for record in &records {
+        with_input(record, |e| {
+            if M::accepts(e.kind) {
+                fold.apply(e);
+            }
+        });
+    }
+    if fold.event_count() == 0 {
+        return Ok(Current::Absent);
+    }
+    Ok(M::row(key, &fold, config).map_or(Current::Absent, Current::Row))
 }
 
 /// Parses a log row and calls `f` with it as a fold input. Rows of a kind this build does not

@@ -504,3 +504,71 @@ proptest! {
         prop_assert_eq!(a.states(), b.states());
     }
 }
+
+/// Every key an event stream touches, in each projection it folds into.
+fn keys_of(events: &[Event]) -> std::collections::BTreeSet<(Projection, String)> {
+    events
+        .iter()
+        .flat_map(|e| {
+            projector::projections_of(e.kind, &e.keys)
+                .into_iter()
+                .map(|(p, k)| (p, k.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// What a point read folds from the log for a key the projector is behind on is, byte for
+    /// byte, the row the projector then writes (decision 0013).
+    #[test]
+    fn a_read_through_is_the_row_the_projector_then_writes(
+        n in 5usize..60,
+        order in prop::collection::vec(0usize..1000, 0..80),
+        projected in 0usize..140,
+    ) {
+        let events = corpus(n);
+        let mut arrivals: Vec<Event> = order.iter().map(|i| events[i % events.len()].clone()).collect();
+        arrivals.extend(events.iter().cloned());
+        let (early, late) = arrivals.split_at(projected.min(arrivals.len()));
+
+        let a = db();
+        let mut runner = a.runner(Config::default());
+        if !early.is_empty() {
+            a.append(early.to_vec());
+            runner.catch_up().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        a.append(late.to_vec());
+        let reader = Reader::open(&a.path).expect("reader");
+        let config = Config::default();
+        let mut keys = keys_of(&events);
+        keys.insert((Projection::Journeys, "never-sent".into()));
+        let read: Vec<_> = keys
+            .iter()
+            .map(|(p, k)| projector::current(&reader, *p, k, &config, usize::MAX).expect("read"))
+            .collect();
+        runner.catch_up().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for ((p, k), current) in keys.iter().zip(read) {
+            let stored = reader.snapshot(*p, k).expect("snapshot");
+            match current {
+                projector::Current::Row(row) => prop_assert_eq!(Some(Snapshot::from(row)), stored),
+                projector::Current::Absent => prop_assert_eq!(None, stored),
+                projector::Current::TooLarge => prop_assert!(false, "no bound was set"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_read_through_leaves_a_key_with_more_events_than_asked_to_the_projector() {
+    let a = db();
+    let events = corpus(21); // seven journeys, three events each
+    a.append(events);
+    let reader = Reader::open(&a.path).expect("reader");
+    let config = Config::default();
+    let read = |max| projector::current(&reader, Projection::Journeys, "J0", &config, max);
+    assert_eq!(read(2).expect("read"), projector::Current::TooLarge);
+    assert!(matches!(read(3).expect("read"), projector::Current::Row(r) if r.event_count == 3));
+}

@@ -142,6 +142,19 @@ pub struct Snapshot {
     pub updated_at: Millis,
 }
 
+impl From<SnapshotRow> for Snapshot {
+    /// The snapshot a reader gets back once the row is written.
+    fn from(row: SnapshotRow) -> Snapshot {
+        Snapshot {
+            key: row.key,
+            state: row.state,
+            event_count: row.event_count,
+            last_seq: row.last_seq,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 /// A projection's progress and provenance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -1,0 +1,177 @@
+//! The keys whose newest acknowledged events the projector has not folded yet (decision 0013).
+//!
+//! A webhook's `204` goes out when its events are in the log, and the projector folds them a
+//! moment later. Until then a snapshot row, and the read cache's copy of it, lack them. The
+//! webhook route notes each new event's keys here before it answers. A point read of a noted key
+//! folds the key's events from the log instead of reading its snapshot, so it shows every
+//! acknowledged event, and the same bytes the projector will write. The projector's progress
+//! (`settle`) ends each note once the snapshots hold its events.
+//!
+//! Bounded: past [`Unprojected::new`]'s `max_keys` keys, new notes are dropped and counted, and
+//! reads of those keys are as fresh as the projector (as before this module existed). That
+//! happens only when the projector is far behind: a rebuild in progress, or a stopped projector.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use store::Projection;
+
+/// Keys with acknowledged events newer than the projector's checkpoint.
+pub(crate) struct Unprojected {
+    inner: Mutex<Inner>,
+    max_keys: usize,
+    /// Notes not kept because the bound was reached (`journeyd_unprojected_dropped_total`).
+    dropped: Counter,
+}
+
+struct Inner {
+    /// Each key's greatest noted `seq`, one map per projection (in [`Projection::ALL`]'s order),
+    /// so that a lookup borrows the key instead of allocating it.
+    keys: [HashMap<Box<str>, i64>; 4],
+    /// Keys in all four maps.
+    len: usize,
+    /// Every event up to this `seq` is in the snapshots and out of the read cache.
+    settled: i64,
+}
+
+impl Unprojected {
+    /// Empty, with the projector's checkpoint at `settled`; keeps at most `max_keys` keys and
+    /// counts the notes it drops in `dropped`.
+    pub(crate) fn new(settled: i64, max_keys: usize, dropped: Counter) -> Unprojected {
+        Unprojected {
+            inner: Mutex::new(Inner {
+                keys: Default::default(),
+                len: 0,
+                settled,
+            }),
+            max_keys,
+            dropped,
+        }
+    }
+
+    /// Notes that an event at `seq` folds into `key`. Called after the event's commit and before
+    /// its acknowledgement. A note the projector has already passed is not kept.
+    pub(crate) fn note(&self, projection: Projection, key: &str, seq: i64) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if seq <= inner.settled {
+            return;
+        }
+        let full = inner.len >= self.max_keys;
+        match inner.keys[slot(projection)].get_mut(key) {
+            Some(noted) => *noted = (*noted).max(seq),
+            None if full => {
+                self.dropped.inc();
+            }
+            None => {
+                inner.keys[slot(projection)].insert(Box::from(key), seq);
+                inner.len += 1;
+            }
+        }
+    }
+
+    /// The projector's snapshots hold every event up to `checkpoint`, and the read cache has
+    /// dropped the documents they changed: notes up to it end.
+    pub(crate) fn settle(&self, checkpoint: i64) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.settled = checkpoint;
+        if inner.len == 0 {
+            return;
+        }
+        for keys in &mut inner.keys {
+            keys.retain(|_, seq| *seq > checkpoint);
+        }
+        inner.len = inner.keys.iter().map(HashMap::len).sum();
+    }
+
+    /// Whether `key` has an acknowledged event the snapshots do not hold yet.
+    pub(crate) fn contains(&self, projection: Projection, key: &str) -> bool {
+        let Ok(inner) = self.inner.lock() else {
+            // A poisoned lock: read through, which is never stale.
+            return true;
+        };
+        inner.keys[slot(projection)]
+            .get(key)
+            .is_some_and(|seq| *seq > inner.settled)
+    }
+
+    /// Keys noted now (for `/metrics`).
+    pub(crate) fn keys(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.len)
+    }
+}
+
+fn slot(projection: Projection) -> usize {
+    match projection {
+        Projection::Journeys => 0,
+        Projection::Members => 1,
+        Projection::Users => 2,
+        Projection::Resources => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const J: Projection = Projection::Journeys;
+    const M: Projection = Projection::Members;
+
+    fn unprojected(settled: i64, max_keys: usize) -> Unprojected {
+        Unprojected::new(settled, max_keys, Counter::default())
+    }
+
+    fn usage(u: &Unprojected) -> (usize, u64) {
+        (u.keys(), u.dropped.get())
+    }
+
+    #[test]
+    fn a_note_lasts_until_the_projector_passes_it() {
+        let u = unprojected(10, 100);
+        assert!(!u.contains(J, "a"));
+        u.note(J, "a", 11);
+        u.note(J, "a", 13);
+        assert!(u.contains(J, "a"));
+        assert!(!u.contains(M, "a"), "per projection");
+        assert!(!u.contains(J, "b"));
+        u.settle(12);
+        assert!(u.contains(J, "a"), "its newest event is still ahead");
+        u.settle(13);
+        assert!(!u.contains(J, "a"));
+        assert_eq!(usage(&u), (0, 0), "settled notes are gone, not just hidden");
+    }
+
+    #[test]
+    fn a_note_behind_the_projector_is_not_kept() {
+        // The projector folded the event before its webhook got round to noting it.
+        let u = unprojected(0, 100);
+        u.settle(20);
+        u.note(J, "a", 20);
+        assert!(!u.contains(J, "a"));
+        assert_eq!(usage(&u), (0, 0));
+    }
+
+    #[test]
+    fn past_the_bound_new_keys_are_dropped_and_counted_but_noted_keys_still_move() {
+        let u = unprojected(0, 2);
+        u.note(J, "a", 1);
+        u.note(J, "b", 2);
+        u.note(J, "c", 3);
+        assert!(!u.contains(J, "c"));
+        assert_eq!(usage(&u), (2, 1));
+        u.note(J, "a", 4);
+        u.settle(3);
+        assert!(
+            u.contains(J, "a"),
+            "a noted key takes newer events when full"
+        );
+        assert!(!u.contains(J, "b"));
+        u.note(J, "c", 5);
+        assert!(u.contains(J, "c"), "room again after a settle");
+        assert_eq!(usage(&u), (2, 1));
+    }
+}
