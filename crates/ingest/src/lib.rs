@@ -41,6 +41,10 @@ pub type Parse = fn(Source, &[u8]) -> Result<Vec<events::Event>, events::Rejecti
 /// event's kind and keys, and what the writer did with it (same order). The daemon notes there
 /// which keys have acknowledged events its projector has not folded yet, so that a point read
 /// made after the answer sees them (decision 0013).
+///
+/// It runs on the writer's thread, in the commit's order, whether or not the client is still
+/// there: a redelivery answered as a duplicate is answered after the first copy was told.
+/// Keep it short.
 pub type OnStored = Arc<dyn Fn(&[(events::Kind, events::Keys)], &[store::Appended]) + Send + Sync>;
 
 /// Everything the webhook routes need.
@@ -278,7 +282,14 @@ async fn store_body(
         body,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let on_stored = ingest.on_stored.clone();
     match ingest.writer.try_submit(vec![submission], move |r| {
+        if let (Some(on_stored), Ok(receipts)) = (on_stored, &r)
+            && let Some(receipt) = receipts.first()
+            && !stored_keys.is_empty()
+        {
+            on_stored(&stored_keys, &receipt.events);
+        }
         let _ = tx.send(r);
     }) {
         Ok(()) => {}
@@ -296,11 +307,6 @@ async fn store_body(
         Ok(Ok(receipts)) => {
             for r in &receipts {
                 ingest.metrics.stored(source, r);
-            }
-            if let (Some(on_stored), Some(receipt)) = (&ingest.on_stored, receipts.first())
-                && !stored_keys.is_empty()
-            {
-                on_stored(&stored_keys, &receipt.events);
             }
             match quarantine_reason {
                 Some(reason) => {

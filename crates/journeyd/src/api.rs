@@ -187,21 +187,30 @@ async fn require_token(State(api): State<Arc<Api>>, request: Request, next: Next
 }
 
 async fn snapshot(
-    api: &Api,
+    api: &Arc<Api>,
     projection: Projection,
     key: String,
     what: &'static str,
 ) -> Result<Response, ApiError> {
-    if api.unprojected.contains(projection, &key) {
-        let current = api.pool.lookup(|r| {
-            Ok(projector::current(
-                r,
-                projection,
-                &key,
-                &api.projection,
-                READ_THROUGH_MAX_EVENTS,
-            )?)
-        })?;
+    // Read through when the key has acknowledged events its snapshot lacks, or when no
+    // projector is left to fold them (decision 0013).
+    let alive = api.projector_alive.load(Ordering::SeqCst);
+    if !alive || api.unprojected.contains(projection, &key) {
+        let (a, k) = (Arc::clone(api), key.clone());
+        // Up to READ_THROUGH_MAX_EVENTS rows: the blocking pool, not the worker (decision 0008).
+        let current = api
+            .pool
+            .run(move |r| {
+                let current =
+                    projector::current(r, projection, &k, &a.projection, READ_THROUGH_MAX_EVENTS)?;
+                if let projector::Current::Row(row) = &current {
+                    // Everything this read showed stays read through until the projector holds
+                    // it, so that the next read does not go back to an older snapshot.
+                    a.unprojected.note(projection, &k, row.last_seq);
+                }
+                Ok(current)
+            })
+            .await?;
         match current {
             projector::Current::Row(row) => {
                 api.metrics.read_through();
@@ -388,13 +397,13 @@ async fn journey_events(
     let page = api
         .pool
         .run(move |r| {
-            if r.snapshot(Projection::Journeys, &id)?.is_none() {
+            let records = r.events_by_key(StreamKey::Journey(&id), after, limit)?;
+            // Known: it has events here, or a snapshot (the page may be past its last event).
+            // Not the snapshot alone: events acknowledged a moment ago are not in it yet.
+            if records.is_empty() && r.snapshot(Projection::Journeys, &id)?.is_none() {
                 return Ok(None);
             }
-            Ok(Some(events_page(
-                &r.events_by_key(StreamKey::Journey(&id), after, limit)?,
-                limit,
-            )?))
+            Ok(Some(events_page(&records, limit)?))
         })
         .await?;
     match page {

@@ -82,13 +82,15 @@ fn publish(
 /// Notes, before a webhook is answered, the keys its new events fold into.
 fn note_stored(unprojected: Arc<Unprojected>) -> ingest::OnStored {
     Arc::new(move |events, appended| {
-        for ((kind, keys), appended) in events.iter().zip(appended) {
-            if let store::Appended::New(seq) = appended {
-                for (projection, key) in projector::projections_of(*kind, keys) {
-                    unprojected.note(projection, key, *seq);
-                }
-            }
-        }
+        unprojected.note_all(events.iter().zip(appended).flat_map(|((kind, keys), a)| {
+            let seq = match a {
+                store::Appended::New(seq) => Some(*seq),
+                store::Appended::Duplicate => None,
+            };
+            seq.into_iter().flat_map(move |seq| {
+                projector::projections_of(*kind, keys).map(move |(p, key)| (p, key, seq))
+            })
+        }));
     })
 }
 
@@ -580,17 +582,21 @@ mod tests {
         (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
     }
 
-    /// The projector, run once by hand, its updates applied as the daemon applies them.
-    fn project(store: &Store, api: &Api) {
-        projector::Runner::new(
+    fn runner(store: &Store) -> Runner {
+        Runner::new(
             store.writer(),
             store.reader().expect("reader"),
             projector::Config::default(),
         )
-        .catch_up_with(&mut |u| {
-            publish(u, &api.cache, &api.settled, &api.unprojected, &mut |_| {});
-        })
-        .expect("project");
+    }
+
+    /// A catch-up by hand, its updates applied as the daemon's projector thread applies them.
+    fn project(runner: &mut Runner, api: &Api) {
+        runner
+            .catch_up_with(&mut |u| {
+                publish(u, &api.cache, &api.settled, &api.unprojected, &mut |_| {});
+            })
+            .expect("project");
     }
 
     /// A point read made after a webhook's 204 shows its event, though the projector has not
@@ -602,6 +608,8 @@ mod tests {
         let db = dir.path().join("j.db");
         let store = crate::test_store(&db);
         let (app, api) = test_app(&store, &db);
+        let mut runner = runner(&store);
+        project(&mut runner, &api); // its first round reports the tables it found
         let post = |body: &'static str| call(&app, Method::POST, "/webhooks/mobile-journeys", body);
         let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
         const SESSION: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#;
@@ -612,7 +620,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{early}");
         assert!(early.contains(r#""status":"opened""#), "{early}");
 
-        project(&store, &api);
+        project(&mut runner, &api);
         assert_eq!(
             api.unprojected.keys(),
             0,
@@ -632,13 +640,48 @@ mod tests {
         let (_, late) = read().await;
         assert!(late.contains(r#""status":"completed""#), "{late}");
         assert!(late.contains(r#""event_count":2"#), "{late}");
-        project(&store, &api);
+        project(&mut runner, &api);
         assert_eq!(read().await.1, late);
         let metrics = call(&app, Method::GET, "/metrics", "").await.1;
         assert!(
             metrics.contains(r#"journeyd_read_cache_reads_total{result="read_through"} 2"#),
             "{metrics}"
         );
+        store.close();
+    }
+
+    /// A read through shows the whole log, even events no webhook of this process noted (an
+    /// `import` beside the daemon). A projector batch that ends before them does not send the
+    /// next read back to an older document.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_through_never_goes_back_to_an_older_document() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = crate::test_store(&db);
+        let (app, api) = test_app(&store, &db);
+        let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
+        const SESSION: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#;
+        let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", SESSION).await;
+        assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        let imported = r#"{"productId":"mobilejourneys","eventId":"stage","data":{"occurredAt":"2021-06-11T12:02:00Z","correlationId":"J1","stageName":"journeyEnd"}}"#;
+        store
+            .writer()
+            .append(vec![store::Submission {
+                source: events::Source::MobileJourneys,
+                received_at: 1_700_000_000_000,
+                request_id: None,
+                size: imported.len(),
+                body: store::Body::Events(
+                    events::parse_delivery(events::Source::MobileJourneys, imported.as_bytes())
+                        .expect("parse"),
+                ),
+            }])
+            .expect("append");
+        let (_, both) = read().await;
+        assert!(both.contains(r#""event_count":2"#), "{both}");
+        // The projector's batch ended at the posted event (seq 1).
+        api.unprojected.settle(1);
+        assert_eq!(read().await, (StatusCode::OK, both));
         store.close();
     }
 

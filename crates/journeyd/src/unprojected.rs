@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 use store::Projection;
@@ -20,6 +21,9 @@ use store::Projection;
 /// Keys with acknowledged events newer than the projector's checkpoint.
 pub(crate) struct Unprojected {
     inner: Mutex<Inner>,
+    /// Whether `contains` must look: a key is noted, or the snapshots went back. While false,
+    /// a point read takes no lock.
+    busy: AtomicBool,
     max_keys: usize,
     /// Notes not kept because the bound was reached (`journeyd_unprojected_dropped_total`).
     dropped: Counter,
@@ -33,6 +37,16 @@ struct Inner {
     len: usize,
     /// Every event up to this `seq` is in the snapshots and out of the read cache.
     settled: i64,
+    /// The highest `settled` so far. When another process's rebuild swaps in tables built
+    /// from an older log head, `settled` goes back, and notes it had ended cover events the
+    /// new tables lack: every key is read through until `settled` is back here.
+    high: i64,
+}
+
+impl Inner {
+    fn busy(&self) -> bool {
+        self.len > 0 || self.settled < self.high
+    }
 }
 
 impl Unprojected {
@@ -44,32 +58,43 @@ impl Unprojected {
                 keys: Default::default(),
                 len: 0,
                 settled,
+                high: settled,
             }),
+            busy: AtomicBool::new(false),
             max_keys,
             dropped,
         }
     }
 
-    /// Notes that an event at `seq` folds into `key`. Called after the event's commit and before
-    /// its acknowledgement. A note the projector has already passed is not kept.
+    /// Notes that an event at `seq` folds into `key`. A note the projector has already passed
+    /// is not kept.
     pub(crate) fn note(&self, projection: Projection, key: &str, seq: i64) {
+        self.note_all(std::iter::once((projection, key, seq)));
+    }
+
+    /// [`Unprojected::note`] for each item, under one lock (a delivery's events, after their
+    /// commit and before their acknowledgement).
+    pub(crate) fn note_all<'a>(&self, notes: impl IntoIterator<Item = (Projection, &'a str, i64)>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if seq <= inner.settled {
-            return;
-        }
-        let full = inner.len >= self.max_keys;
-        match inner.keys[slot(projection)].get_mut(key) {
-            Some(noted) => *noted = (*noted).max(seq),
-            None if full => {
-                self.dropped.inc();
+        for (projection, key, seq) in notes {
+            if seq <= inner.settled {
+                continue;
             }
-            None => {
-                inner.keys[slot(projection)].insert(Box::from(key), seq);
-                inner.len += 1;
+            let full = inner.len >= self.max_keys;
+            match inner.keys[slot(projection)].get_mut(key) {
+                Some(noted) => *noted = (*noted).max(seq),
+                None if full => {
+                    self.dropped.inc();
+                }
+                None => {
+                    inner.keys[slot(projection)].insert(Box::from(key), seq);
+                    inner.len += 1;
+                }
             }
         }
+        self.busy.store(inner.busy(), Ordering::SeqCst);
     }
 
     /// The projector's snapshots hold every event up to `checkpoint`, and the read cache has
@@ -79,21 +104,28 @@ impl Unprojected {
             return;
         };
         inner.settled = checkpoint;
-        if inner.len == 0 {
-            return;
+        inner.high = inner.high.max(checkpoint);
+        if inner.len > 0 {
+            for keys in &mut inner.keys {
+                keys.retain(|_, seq| *seq > checkpoint);
+            }
+            inner.len = inner.keys.iter().map(HashMap::len).sum();
         }
-        for keys in &mut inner.keys {
-            keys.retain(|_, seq| *seq > checkpoint);
-        }
-        inner.len = inner.keys.iter().map(HashMap::len).sum();
+        self.busy.store(inner.busy(), Ordering::SeqCst);
     }
 
     /// Whether `key` has an acknowledged event the snapshots do not hold yet.
     pub(crate) fn contains(&self, projection: Projection, key: &str) -> bool {
+        if !self.busy.load(Ordering::SeqCst) {
+            return false;
+        }
         let Ok(inner) = self.inner.lock() else {
             // A poisoned lock: read through, which is never stale.
             return true;
         };
+        if inner.settled < inner.high {
+            return true;
+        }
         inner.keys[slot(projection)]
             .get(key)
             .is_some_and(|seq| *seq > inner.settled)
@@ -153,6 +185,23 @@ mod tests {
         u.note(J, "a", 20);
         assert!(!u.contains(J, "a"));
         assert_eq!(usage(&u), (0, 0));
+    }
+
+    #[test]
+    fn snapshots_that_went_back_make_every_key_read_through_until_they_catch_up() {
+        // Another process's rebuild swapped in tables built from an older head.
+        let u = unprojected(0, 100);
+        u.note(J, "a", 5);
+        u.settle(10);
+        assert!(!u.contains(J, "a"));
+        u.settle(4);
+        assert!(u.contains(J, "a"), "its event at 5 is not in the new table");
+        assert!(u.contains(M, "never-noted"));
+        u.settle(9);
+        assert!(u.contains(J, "a"), "not yet back at 10");
+        u.settle(10);
+        assert!(!u.contains(J, "a"));
+        assert!(!u.contains(M, "never-noted"));
     }
 
     #[test]

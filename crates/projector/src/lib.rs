@@ -28,7 +28,10 @@ pub use runner::{
 };
 
 /// The projections an event folds into, with its key in each.
-pub fn projections_of(kind: events::Kind, keys: &events::Keys) -> Vec<(store::Projection, &str)> {
+pub fn projections_of(
+    kind: events::Kind,
+    keys: &events::Keys,
+) -> impl Iterator<Item = (store::Projection, &str)> {
     fn one<M: Model>(kind: events::Kind, keys: &events::Keys) -> Option<(store::Projection, &str)> {
         if M::accepts(kind) {
             M::key(keys).map(|k| (M::PROJECTION, k))
@@ -44,5 +47,4 @@ pub fn projections_of(kind: events::Kind, keys: &events::Keys) -> Vec<(store::Pr
     ]
     .into_iter()
     .flatten()
-    .collect()
 }

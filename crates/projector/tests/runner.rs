@@ -509,12 +509,7 @@ proptest! {
 fn keys_of(events: &[Event]) -> std::collections::BTreeSet<(Projection, String)> {
     events
         .iter()
-        .flat_map(|e| {
-            projector::projections_of(e.kind, &e.keys)
-                .into_iter()
-                .map(|(p, k)| (p, k.to_owned()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|e| projector::projections_of(e.kind, &e.keys).map(|(p, k)| (p, k.to_owned())))
         .collect()
 }
 
@@ -528,6 +523,7 @@ proptest! {
         n in 5usize..60,
         order in prop::collection::vec(0usize..1000, 0..80),
         projected in 0usize..140,
+        batch in 1usize..8,
     ) {
         let events = corpus(n);
         let mut arrivals: Vec<Event> = order.iter().map(|i| events[i % events.len()].clone()).collect();
@@ -535,7 +531,8 @@ proptest! {
         let (early, late) = arrivals.split_at(projected.min(arrivals.len()));
 
         let a = db();
-        let mut runner = a.runner(Config::default());
+        // Small batches and a tiny fold cache: the projector refolds keys from the log too.
+        let mut runner = a.runner(Config { batch_events: batch, cache_keys: 2, ..Config::default() });
         if !early.is_empty() {
             a.append(early.to_vec());
             runner.catch_up().map_err(|e| TestCaseError::fail(e.to_string()))?;
