@@ -34,6 +34,12 @@ const DRAIN: Duration = Duration::from_secs(7);
 /// How long the projector may work after that; whatever is left is folded at the next start.
 /// DRAIN + FINAL_CATCH_UP stays under the 10 s DESIGN.md allows.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(2);
+/// Events per projector batch in the daemon, where batches follow commits and freshness matters
+/// more than the per-batch cost (`import` keeps the projector's default, 4,096). A projector that
+/// fell behind under load caught up in batches of a thousand events and more, whose records,
+/// parsed payloads and rendered rows raised peak RSS: two alternating runs at 256 connections
+/// peaked at 57 MiB with 512, against 59-60 MiB with 4,096 (docs/BENCHMARKS.md).
+const SERVE_BATCH_EVENTS: usize = 512;
 /// At most this many keys are noted as unprojected (decision 0013): about 2 MiB at the most.
 /// The projector keeps a few batches' keys there; more means it is rebuilding or stopped.
 const UNPROJECTED_KEYS: usize = 16_384;
@@ -241,7 +247,11 @@ pub(crate) fn run(
 
     // Bring the snapshots to the log head (and rebuild any projection built by other code)
     // before serving, so reads are current from the first request.
-    let mut runner = Runner::new(store.writer(), store.reader()?, config.clone());
+    let serving = projector::Config {
+        batch_events: SERVE_BATCH_EVENTS.min(config.batch_events),
+        ..config.clone()
+    };
+    let mut runner = Runner::new(store.writer(), store.reader()?, serving);
     let first = runner
         .catch_up()
         .context("projecting the log at start-up failed")?;
