@@ -193,7 +193,7 @@ async fn snapshot(
     what: &'static str,
 ) -> Result<Response, ApiError> {
     // Read through when the key has acknowledged events its snapshot lacks, or when no
-    // projector is left to fold them (decision 0013).
+    // projector is folding them: its thread ended, or its last round failed (decision 0013).
     let alive = api.projector_alive.load(Ordering::SeqCst);
     if !alive || api.unprojected.contains(projection, &key) {
         let (a, k) = (Arc::clone(api), key.clone());
@@ -397,10 +397,14 @@ async fn journey_events(
     let page = api
         .pool
         .run(move |r| {
-            let records = r.events_by_key(StreamKey::Journey(&id), after, limit)?;
-            // Known: it has events here, or a snapshot (the page may be past its last event).
-            // Not the snapshot alone: events acknowledged a moment ago are not in it yet.
-            if records.is_empty() && r.snapshot(Projection::Journeys, &id)?.is_none() {
+            let journey = StreamKey::Journey(&id);
+            let records = r.events_by_key(journey, after, limit)?;
+            // Known: it has events in the log, or a snapshot. Not the snapshot alone: events
+            // acknowledged a moment ago are not in it yet. An empty page may be past the end.
+            if records.is_empty()
+                && r.events_by_key(journey, 0, 1)?.is_empty()
+                && r.snapshot(Projection::Journeys, &id)?.is_none()
+            {
                 return Ok(None);
             }
             Ok(Some(events_page(&records, limit)?))

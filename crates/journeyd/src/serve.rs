@@ -291,6 +291,7 @@ pub(crate) fn run(
             .name("journeyd-projector".into())
             .spawn(move || {
                 // Clears `alive` however the thread ends, a panic included (for /readyz).
+                let healthy = Arc::clone(&alive);
                 let _alive = AliveGuard(alive, Arc::clone(&read_cache));
                 // Ack-to-projected: every commit mark up to the checkpoint is done.
                 let projected = |checkpoint: i64| {
@@ -326,8 +327,11 @@ pub(crate) fn run(
                                 &runner.cache_usage(),
                             );
                             projected(done.checkpoint);
+                            healthy.store(true, Ordering::SeqCst);
                         }
                         Err(e) => {
+                            // Not ready, and point reads fold the log, until a round succeeds.
+                            healthy.store(false, Ordering::SeqCst);
                             // It may have met tables moved by others before it failed.
                             read_cache.clear();
                             tracing::error!(error = %e, "projection failed; retrying");
@@ -692,6 +696,41 @@ mod tests {
         // The projector's batch ended at the posted event (seq 1).
         api.unprojected.settle(1);
         assert_eq!(read().await, (StatusCode::OK, both));
+        store.close();
+    }
+
+    /// A journey's history shows acknowledged events before the projector has folded them,
+    /// on every page, the one past its last event included; an unknown journey is 404.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journey_s_history_pages_through_events_the_projector_has_not_folded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = crate::test_store(&db);
+        let (app, _api) = test_app(&store, &db);
+        let body = r#"[{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}},{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:36Z","correlationId":"J1","sessionId":"S2"}}]"#;
+        let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
+        assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        let page = |query: &'static str| {
+            let app = app.clone();
+            async move {
+                let (status, text) = call(
+                    &app,
+                    Method::GET,
+                    &format!("/v1/journeys/J1/events?{query}"),
+                    "",
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{query}: {text}");
+                serde_json::from_str::<serde_json::Value>(&text).expect("json")
+            }
+        };
+        let first = page("limit=1").await;
+        assert_eq!(first["events"][0]["seq"], 1);
+        assert_eq!(first["next_after"], 1);
+        assert_eq!(page("after=1&limit=1").await["events"][0]["seq"], 2);
+        assert_eq!(page("after=2").await["events"], serde_json::json!([]));
+        let unknown = call(&app, Method::GET, "/v1/journeys/J2/events", "").await;
+        assert_eq!(unknown.0, StatusCode::NOT_FOUND);
         store.close();
     }
 

@@ -9,7 +9,9 @@
 //!
 //! Bounded: past [`Unprojected::new`]'s `max_keys` keys, new notes are dropped and counted, and
 //! reads of those keys are as fresh as the projector (as before this module existed). That
-//! happens only when the projector is far behind: a rebuild in progress, or a stopped projector.
+//! happens only when the projector is far behind: a rebuild in progress, or a projector that
+//! keeps failing. (While a round fails, and once the projector thread has ended, the read API
+//! reads every key through anyway.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -116,7 +118,7 @@ impl Unprojected {
 
     /// Whether `key` has an acknowledged event the snapshots do not hold yet.
     pub(crate) fn contains(&self, projection: Projection, key: &str) -> bool {
-        if !self.busy.load(Ordering::SeqCst) {
+        if !self.busy.load(Ordering::SeqCst) && !self.inner.is_poisoned() {
             return false;
         }
         let Ok(inner) = self.inner.lock() else {
