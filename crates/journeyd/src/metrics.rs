@@ -134,7 +134,7 @@ impl Metrics {
         let unprojected_dropped = Counter::default();
         registry.register(
             "journeyd_unprojected_dropped",
-            "Keys not noted as unprojected because the bound was reached: their point reads wait for the projector",
+            "Notes of new unprojected keys dropped because the bound was reached: point reads of those keys wait for the projector, unless it is failing or stopped",
             unprojected_dropped.clone(),
         );
         let read_cache_keys = Gauge::default();
