@@ -535,8 +535,45 @@ mod tests {
         assert_eq!(settled.load(Ordering::SeqCst), 9);
     }
 
-    /// Every route over `store` at `db`, wired as `run` wires them, without the projector
-    /// thread: a test folds with its own runner and hands the updates to [`publish`].
+    /// A fresh database and every route over it, wired as `run` wires them, without the
+    /// projector thread: a test folds with its own runner and hands the updates to [`publish`].
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        app: axum::Router,
+        api: Arc<Api>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("j.db");
+        let store = crate::test_store(&db);
+        let (app, api) = test_app(&store, &db);
+        Fixture {
+            _dir: dir,
+            store,
+            app,
+            api,
+        }
+    }
+
+    /// Appends a Mobile Journeys body straight to the log, as an `import` beside the daemon
+    /// does: no webhook of this process notes its keys.
+    fn append_elsewhere(store: &Store, body: &str) {
+        let events =
+            events::parse_delivery(events::Source::MobileJourneys, body.as_bytes()).expect("parse");
+        store
+            .writer()
+            .append(vec![store::Submission {
+                source: events::Source::MobileJourneys,
+                received_at: 1_700_000_000_000,
+                request_id: None,
+                size: body.len(),
+                body: store::Body::Events(events),
+            }])
+            .expect("append");
+    }
+
     fn test_app(store: &Store, db: &Path) -> (axum::Router, Arc<Api>) {
         let metrics = Metrics::new();
         let (changes, _) = broadcast::channel(4096);
@@ -618,10 +655,12 @@ mod tests {
     /// it shows is what the projector then writes, byte for byte.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_point_read_after_the_acknowledgement_shows_the_event_before_the_projector_does() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("j.db");
-        let store = crate::test_store(&db);
-        let (app, api) = test_app(&store, &db);
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
         let mut runner = runner(&store);
         project(&mut runner, &api); // its first round reports the tables it found
         let post = |body: &'static str| call(&app, Method::POST, "/webhooks/mobile-journeys", body);
@@ -669,28 +708,18 @@ mod tests {
     /// next read back to an older document.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_through_never_goes_back_to_an_older_document() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("j.db");
-        let store = crate::test_store(&db);
-        let (app, api) = test_app(&store, &db);
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
         let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
         const SESSION: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#;
         let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", SESSION).await;
         assert_eq!(posted.0, StatusCode::NO_CONTENT);
         let imported = r#"{"productId":"mobilejourneys","eventId":"stage","data":{"occurredAt":"2021-06-11T12:02:00Z","correlationId":"J1","stageName":"journeyEnd"}}"#;
-        store
-            .writer()
-            .append(vec![store::Submission {
-                source: events::Source::MobileJourneys,
-                received_at: 1_700_000_000_000,
-                request_id: None,
-                size: imported.len(),
-                body: store::Body::Events(
-                    events::parse_delivery(events::Source::MobileJourneys, imported.as_bytes())
-                        .expect("parse"),
-                ),
-            }])
-            .expect("append");
+        append_elsewhere(&store, imported);
         let (_, both) = read().await;
         assert!(both.contains(r#""event_count":2"#), "{both}");
         // The projector's batch ended at the posted event (seq 1).
@@ -699,14 +728,40 @@ mod tests {
         store.close();
     }
 
+    /// With no projector folding (its thread ended, or its last round failed), point reads
+    /// fold the log, even for keys nothing noted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_working_projector_point_reads_fold_the_log() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        append_elsewhere(
+            &store,
+            r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#,
+        );
+        let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
+        assert_eq!(
+            read().await.0,
+            StatusCode::NOT_FOUND,
+            "not noted, not projected"
+        );
+        api.projector_alive.store(false, Ordering::SeqCst);
+        let (status, doc) = read().await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert!(doc.contains(r#""sessions":["S1"]"#), "{doc}");
+        store.close();
+    }
+
     /// A journey's history shows acknowledged events before the projector has folded them,
     /// on every page, the one past its last event included; an unknown journey is 404.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_journey_s_history_pages_through_events_the_projector_has_not_folded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("j.db");
-        let store = crate::test_store(&db);
-        let (app, _api) = test_app(&store, &db);
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
         let body = r#"[{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}},{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:36Z","correlationId":"J1","sessionId":"S2"}}]"#;
         let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
         assert_eq!(posted.0, StatusCode::NO_CONTENT);
@@ -738,10 +793,9 @@ mod tests {
     /// a real route (not 405, not the router's empty 404 for an unknown path).
     #[tokio::test]
     async fn every_documented_operation_is_a_real_route() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("j.db");
-        let store = crate::test_store(&db);
-        let (app, _api) = test_app(&store, &db);
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
         assert!(crate::openapi::OPERATIONS.len() >= 15);
         for op in crate::openapi::OPERATIONS {
             let path = op
