@@ -583,6 +583,120 @@ fn another_process_s_import_shows_in_cached_point_reads() {
     );
 }
 
+/// DESIGN section 7: `journeyd rebuild` works while the daemon runs. The rebuild swaps in tables
+/// folded up to the log head it saw, which may be behind what the daemon had projected by then:
+/// the snapshots go back. Point reads must not (decision 0013), and the daemon must pick up from
+/// the swapped checkpoint and end where a daemon that never saw a rebuild ends.
+#[test]
+fn a_rebuild_by_another_process_during_ingest_never_sends_point_reads_back() {
+    let (j, fresh) = (journeyd(), journeyd());
+    // A log with other journeys in it, so that each rebuild of journeys takes a while and the
+    // daemon projects deliveries past the head it started from. And other members: `rebuild`
+    // swaps journeys in, spends a while on members and users, and only then folds what came
+    // meanwhile, so the daemon is the one that meets the older journeys table.
+    let history: Vec<String> = (0..20_000)
+        .map(|n| mj_event(1_000 + n % 2_000, n))
+        .chain((0..10_000).map(|n| {
+            json!({"action": "member_data_updated", "type": "BALANCE", "member_guid": format!("MBR-H{}", n % 1_000),
+                   "user_guid": format!("USR-H{}", n % 100), "completed_at": 1_600_000_000 + n})
+            .to_string()
+        }))
+        .collect();
+    let file = j.write("history.ndjson", history.join("\n").as_bytes());
+    for jd in [&j, &fresh] {
+        jd.run(&["import", "--no-project", tests::arg(&file)])
+            .success();
+    }
+    let (d, f) = (j.serve(&[]), fresh.serve(&[]));
+    settle(&d);
+    let items = corpus();
+    // Other journeys' deliveries beside the corpus: after each swap the daemon has hundreds of
+    // events to fold again before its snapshots are current.
+    let noise: Vec<String> = (0..40)
+        .map(|b| {
+            let events: Vec<String> = (0..50)
+                .map(|n| mj_event(30_000 + b * 50 + n, b * 50 + n))
+                .map(|e| e[1..e.len() - 1].to_owned())
+                .collect();
+            format!("[{}]", events.join(","))
+        })
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let went_back: Mutex<Vec<String>> = Mutex::default();
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // Stops the dashboard however this closure ends, so that a failure cannot hang the test.
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&done);
+        // A dashboard polling every journey, remembering the most events each has shown.
+        s.spawn(|| {
+            let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for k in 0..13 {
+                    let r = d.get(&format!("/v1/journeys/J-{k}"));
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A journey not found has no events.
+                    let count = match r.status {
+                        200 => r.json()["meta"]["event_count"].as_u64().unwrap_or(0),
+                        404 => 0,
+                        other => panic!("GET /v1/journeys/J-{k}: {other} {}", r.body),
+                    };
+                    let most = seen.entry(format!("J-{k}")).or_default();
+                    if count < *most {
+                        went_back
+                            .lock()
+                            .expect("lock")
+                            .push(format!("J-{k}: {count} events after {most}"));
+                    }
+                    *most = (*most).max(count);
+                }
+            }
+        });
+        let poster = s.spawn(|| {
+            for (route, body) in &items {
+                assert_eq!(d.post(route, body.as_bytes(), &[]).status, 204);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        s.spawn(|| {
+            for body in &noise {
+                assert_eq!(d.post(MJ, body.as_bytes(), &[]).status, 204);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // Rebuilds in another process, one after another while the corpus comes in.
+        loop {
+            j.run(&["rebuild"]).success();
+            if poster.is_finished() {
+                break;
+            }
+        }
+        poster.join().expect("every delivery acknowledged");
+        settle(&d);
+    });
+    let went_back = went_back.into_inner().expect("lock");
+    assert!(went_back.is_empty(), "point reads went back: {went_back:?}");
+    assert!(reads.into_inner() > 0, "the dashboard read something");
+    let all = items
+        .iter()
+        .map(|(r, b)| (*r, b))
+        .chain(noise.iter().map(|b| (MJ, b)));
+    for (route, body) in all {
+        assert_eq!(f.post(route, body.as_bytes(), &[]).status, 204);
+    }
+    settle(&f);
+    assert_eq!(all_states(&d), all_states(&f));
+    assert_eq!(
+        d.get("/v1/stats").json()["projector"],
+        f.get("/v1/stats").json()["projector"]
+    );
+}
+
 #[test]
 fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
     let j = journeyd();
