@@ -697,6 +697,68 @@ fn a_rebuild_by_another_process_during_ingest_never_sends_point_reads_back() {
     );
 }
 
+/// While the projector's rounds fail, the daemon says it is not ready, keeps taking webhooks,
+/// and answers point reads by folding the log (decision 0013); once a round succeeds it is
+/// ready again and its snapshots hold everything. The fault: triggers, added by another
+/// process, that refuse every write to the journeys table.
+#[test]
+fn while_projection_fails_point_reads_fold_the_log_and_readyz_says_so() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    assert_eq!(d.post(MJ, mj_event(1, 0).as_bytes(), &[]).status, 204);
+    settle(&d);
+    assert_eq!(d.get("/readyz").status, 200);
+    let sql = j.sql();
+    sql.execute_batch(
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON journeys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+         CREATE TRIGGER refuse_update BEFORE UPDATE ON journeys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .expect("add the triggers");
+    for (journey, n) in [(1, 1), (1, 2), (2, 0)] {
+        assert_eq!(d.post(MJ, mj_event(journey, n).as_bytes(), &[]).status, 204);
+    }
+    eventually(
+        Duration::from_secs(5),
+        || json!(d.get("/readyz").status),
+        |status| status == &json!(503),
+    );
+    assert_eq!(d.get("/healthz").status, 200, "alive, though not ready");
+    assert_ne!(d.get("/v1/stats").json()["projector"]["lag"], 0);
+    // The read cache and the notes are not what answers: every key is folded from the log.
+    let read_through = || {
+        metric(
+            &d.get("/metrics").body,
+            r#"journeyd_read_cache_reads_total{result="read_through"} "#,
+        )
+        .unwrap_or(0.0)
+    };
+    let (before, failing) = (read_through(), d.get("/v1/journeys/J-1").json());
+    assert_eq!(failing["meta"]["event_count"], 3, "{failing}");
+    assert_eq!(d.get("/v1/journeys/J-2").json()["meta"]["event_count"], 1);
+    assert_eq!(d.get("/v1/journeys/J-1").json(), failing);
+    assert_eq!(read_through(), before + 3.0);
+    assert_eq!(d.get("/v1/journeys/J-3").status, 404);
+
+    sql.execute_batch("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
+        .expect("drop the triggers");
+    eventually(
+        Duration::from_secs(5),
+        || json!(d.get("/readyz").status),
+        |status| status == &json!(200),
+    );
+    settle(&d);
+    // The projector's own document is the one the fold showed.
+    assert_eq!(d.get("/v1/journeys/J-1").json(), failing);
+    let stored: i64 = sql
+        .query_row(
+            "SELECT event_count FROM journeys WHERE correlation_id = 'J-1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("J-1's snapshot row");
+    assert_eq!(stored, 3);
+}
+
 #[test]
 fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
     let j = journeyd();
