@@ -3,7 +3,7 @@
 //! The store does not know what a snapshot contains; the projector hands it rows with their
 //! indexed columns and `state` JSON already rendered.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::{Error, Millis, Result};
 
@@ -297,89 +297,195 @@ pub(crate) fn read_journeys(conn: &Connection, f: &JourneyFilter) -> Result<Vec<
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Writes one snapshot. The upsert sets only what changes with nearly every event (`state`,
-/// counts, `last_activity`); the indexed columns that rarely change (status, journey id, customer
+/// The statements that write one table's snapshots, prepared once for a batch of rows (a
+/// statement per row cost a `format!`, a hash of the SQL text and a cache round trip each, a
+/// few per cent of the writer thread's time).
+///
+/// The upsert sets only what changes with nearly every event (`state`, counts,
+/// `last_activity`); the indexed columns that rarely change (status, journey id, customer
 /// reference, user, ...) are rewritten by a second statement only when they differ. An UPDATE
 /// that names an indexed column rewrites that index entry even when the value is the same, and
-/// every such page goes to the WAL (docs/BENCHMARKS.md). `fresh`: the table is a rebuild's own,
-/// every key new, so the INSERT sets every column and the second statement has nothing to do.
-fn upsert(tx: &Transaction<'_>, table: &str, row: &SnapshotRow, fresh: bool) -> Result<()> {
-    let r = row;
-    match &r.columns {
-        Columns::Journey {
-            status,
-            journey_id,
-            customer_reference,
-            last_activity,
-        } => {
-            tx.prepare_cached(&format!(
-                "INSERT INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
-                                      state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (correlation_id) DO UPDATE SET last_activity = excluded.last_activity,
-                     state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
-                     updated_at = excluded.updated_at"
-            ))?
-            .execute(params![r.key, status, journey_id, customer_reference, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            if !fresh {
-                tx.prepare_cached(&format!(
-                "UPDATE {table} SET status = ?2, journey_id = ?3, customer_reference = ?4
-                 WHERE correlation_id = ?1 AND (status IS NOT ?2 OR journey_id IS NOT ?3 OR customer_reference IS NOT ?4)"
-            ))?
-            .execute(params![r.key, status, journey_id, customer_reference])?;
-            }
-        }
-        Columns::Member {
-            user_guid,
-            connection_status,
-            last_activity,
-        } => {
-            tx.prepare_cached(&format!(
-                "INSERT INTO {table} (member_guid, user_guid, connection_status, last_activity,
-                                      state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (member_guid) DO UPDATE SET connection_status = excluded.connection_status,
-                     last_activity = excluded.last_activity, state = excluded.state, event_count = excluded.event_count,
-                     last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-            ))?
-            .execute(params![r.key, user_guid, connection_status, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            if !fresh {
-                tx.prepare_cached(&format!(
-                "UPDATE {table} SET user_guid = ?2 WHERE member_guid = ?1 AND user_guid IS NOT ?2"
-            ))?
-            .execute(params![r.key, user_guid])?;
-            }
-        }
-        Columns::User { last_activity } => {
-            tx.prepare_cached(&format!(
-                "INSERT INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (user_guid) DO UPDATE SET last_activity = excluded.last_activity, state = excluded.state,
-                     event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-            ))?
-            .execute(params![r.key, last_activity, r.state, r.event_count, r.last_seq, r.updated_at])?;
-        }
-        Columns::Resource {
-            resource_type,
-            guid,
-            user_guid,
-            deleted,
-        } => {
-            tx.prepare_cached(&format!(
-                "INSERT INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (key) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
-                     event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-            ))?
-            .execute(params![r.key, resource_type, guid, user_guid, deleted, r.state, r.event_count, r.last_seq, r.updated_at])?;
-            if !fresh {
-                tx.prepare_cached(&format!(
+/// every such page goes to the WAL (docs/BENCHMARKS.md).
+struct Upsert<'c> {
+    insert: CachedStatement<'c>,
+    /// `None` for a rebuild's own table, every key new: its INSERT sets every column.
+    fix: Option<CachedStatement<'c>>,
+}
+
+impl<'c> Upsert<'c> {
+    /// The statements for rows shaped like `columns` in `table`.
+    fn prepare(
+        tx: &'c Transaction<'_>,
+        table: &str,
+        columns: &Columns,
+        fresh: bool,
+    ) -> Result<Self> {
+        let (insert, fix) = match columns {
+            Columns::Journey { .. } => (
+                format!(
+                    "INSERT INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
+                                          state, event_count, last_seq, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (correlation_id) DO UPDATE SET last_activity = excluded.last_activity,
+                         state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
+                         updated_at = excluded.updated_at"
+                ),
+                format!(
+                    "UPDATE {table} SET status = ?2, journey_id = ?3, customer_reference = ?4
+                     WHERE correlation_id = ?1 AND (status IS NOT ?2 OR journey_id IS NOT ?3 OR customer_reference IS NOT ?4)"
+                ),
+            ),
+            Columns::Member { .. } => (
+                format!(
+                    "INSERT INTO {table} (member_guid, user_guid, connection_status, last_activity,
+                                          state, event_count, last_seq, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (member_guid) DO UPDATE SET connection_status = excluded.connection_status,
+                         last_activity = excluded.last_activity, state = excluded.state, event_count = excluded.event_count,
+                         last_seq = excluded.last_seq, updated_at = excluded.updated_at"
+                ),
+                format!("UPDATE {table} SET user_guid = ?2 WHERE member_guid = ?1 AND user_guid IS NOT ?2"),
+            ),
+            Columns::User { .. } => (
+                format!(
+                    "INSERT INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (user_guid) DO UPDATE SET last_activity = excluded.last_activity, state = excluded.state,
+                         event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
+                ),
+                // Nothing indexed changes after a user's first event.
+                String::new(),
+            ),
+            Columns::Resource { .. } => (
+                format!(
+                    "INSERT INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (key) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
+                         event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
+                ),
+                format!(
                     "UPDATE {table} SET type = ?2, guid = ?3, user_guid = ?4
-                 WHERE key = ?1 AND (type IS NOT ?2 OR guid IS NOT ?3 OR user_guid IS NOT ?4)"
-                ))?
-                .execute(params![r.key, resource_type, guid, user_guid])?;
+                     WHERE key = ?1 AND (type IS NOT ?2 OR guid IS NOT ?3 OR user_guid IS NOT ?4)"
+                ),
+            ),
+        };
+        Ok(Upsert {
+            insert: tx.prepare_cached(&insert)?,
+            fix: match fresh || fix.is_empty() {
+                true => None,
+                false => Some(tx.prepare_cached(&fix)?),
+            },
+        })
+    }
+
+    /// Writes one snapshot (of the shape the statements were prepared for).
+    fn run(&mut self, row: &SnapshotRow) -> Result<()> {
+        let r = row;
+        match &r.columns {
+            Columns::Journey {
+                status,
+                journey_id,
+                customer_reference,
+                last_activity,
+            } => {
+                self.insert.execute(params![
+                    r.key,
+                    status,
+                    journey_id,
+                    customer_reference,
+                    last_activity,
+                    r.state,
+                    r.event_count,
+                    r.last_seq,
+                    r.updated_at
+                ])?;
+                if let Some(fix) = &mut self.fix {
+                    fix.execute(params![r.key, status, journey_id, customer_reference])?;
+                }
+            }
+            Columns::Member {
+                user_guid,
+                connection_status,
+                last_activity,
+            } => {
+                self.insert.execute(params![
+                    r.key,
+                    user_guid,
+                    connection_status,
+                    last_activity,
+                    r.state,
+                    r.event_count,
+                    r.last_seq,
+                    r.updated_at
+                ])?;
+                if let Some(fix) = &mut self.fix {
+                    fix.execute(params![r.key, user_guid])?;
+                }
+            }
+            Columns::User { last_activity } => {
+                self.insert.execute(params![
+                    r.key,
+                    last_activity,
+                    r.state,
+                    r.event_count,
+                    r.last_seq,
+                    r.updated_at
+                ])?;
+            }
+            Columns::Resource {
+                resource_type,
+                guid,
+                user_guid,
+                deleted,
+            } => {
+                self.insert.execute(params![
+                    r.key,
+                    resource_type,
+                    guid,
+                    user_guid,
+                    deleted,
+                    r.state,
+                    r.event_count,
+                    r.last_seq,
+                    r.updated_at
+                ])?;
+                if let Some(fix) = &mut self.fix {
+                    fix.execute(params![r.key, resource_type, guid, user_guid])?;
+                }
             }
         }
+        Ok(())
+    }
+}
+
+/// Where a row of this shape's statements are kept in a batch's `[Option<Upsert>; 4]`.
+fn shape(columns: &Columns) -> usize {
+    match columns {
+        Columns::Journey { .. } => 0,
+        Columns::Member { .. } => 1,
+        Columns::User { .. } => 2,
+        Columns::Resource { .. } => 3,
+    }
+}
+
+/// Writes `rows` into their tables (`table(projection)`), preparing each table's statements once.
+fn upsert_all<'r>(
+    tx: &Transaction<'_>,
+    rows: impl IntoIterator<Item = (&'r str, &'r SnapshotRow)>,
+    fresh: bool,
+) -> Result<()> {
+    let mut prepared: [Option<(&str, Upsert<'_>)>; 4] = Default::default();
+    for (table, row) in rows {
+        let slot = &mut prepared[shape(&row.columns)];
+        let upsert = match slot {
+            Some((t, upsert)) if *t == table => upsert,
+            _ => {
+                &mut slot
+                    .insert((table, Upsert::prepare(tx, table, &row.columns, fresh)?))
+                    .1
+            }
+        };
+        upsert.run(row)?;
     }
     Ok(())
 }
@@ -395,9 +501,14 @@ pub(crate) fn write_batch(tx: &Transaction<'_>, batch: &ProjectBatch) -> Result<
             });
         }
     }
-    for (projection, row) in &batch.rows {
-        upsert(tx, projection.name(), row, false)?;
-    }
+    upsert_all(
+        tx,
+        batch
+            .rows
+            .iter()
+            .map(|(projection, row)| (projection.name(), row)),
+        false,
+    )?;
     for (projection, seq) in &batch.checkpoints {
         tx.prepare_cached("UPDATE checkpoints SET seq = ?2 WHERE projection = ?1")?
             .execute(params![projection.name(), seq])?;
@@ -469,10 +580,11 @@ pub(crate) fn rebuild_rows(
     ticket: &RebuildTicket,
     rows: &[SnapshotRow],
 ) -> Result<()> {
-    for row in rows {
-        upsert(tx, &ticket.table, row, true)?;
-    }
-    Ok(())
+    upsert_all(
+        tx,
+        rows.iter().map(|row| (ticket.table.as_str(), row)),
+        true,
+    )
 }
 
 /// Swaps the ticket's table in for the live one, with its indexes, and moves the checkpoint, in

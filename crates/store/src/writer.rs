@@ -430,11 +430,11 @@ fn run(
         // committed before (decision 0007).
         let derived_only = group.iter().all(|j| !matches!(j.work, Work::Append(_)));
         let relax = sync == Synchronous::Full && derived_only;
-        if relax && let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+        if relax && let Err(e) = set_synchronous(&conn, "PRAGMA synchronous = NORMAL") {
             tracing::warn!(error = %e, "could not relax synchronous for a derived-only group");
         }
         commit_group(&mut conn, group, hook.as_ref());
-        if relax && let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+        if relax && let Err(e) = set_synchronous(&conn, "PRAGMA synchronous = FULL") {
             // Never leave appends less durable than configured: stop writing instead.
             tracing::error!(error = %e, "could not restore synchronous=FULL; the writer stops");
             break;
@@ -442,6 +442,12 @@ fn run(
     }
     // Dropping `rx` here makes every later send answer WriterStopped.
     tracing::debug!("writer stopped");
+}
+
+/// Runs one of the two `synchronous` pragmas, from the statement cache: they run around every
+/// projector group.
+fn set_synchronous(conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(pragma)?.raw_execute().map(drop)
 }
 
 fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook>) {
@@ -504,7 +510,8 @@ fn report(
 ) {
     let Some(hook) = hook else { return };
     let head = conn
-        .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .unwrap_or(stats.last_seq);
     hook(&CommitInfo {
         head,
@@ -541,11 +548,9 @@ fn write_jobs<'a>(
             Work::Append(submissions) => {
                 let next = match next_delivery {
                     Some(n) => n,
-                    None => {
-                        tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM deliveries", [], |r| {
-                            r.get(0)
-                        })?
-                    }
+                    None => tx
+                        .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM deliveries")?
+                        .query_row([], |r| r.get(0))?,
                 };
                 let mut receipts = Vec::with_capacity(submissions.len());
                 for (i, s) in submissions.iter().enumerate() {
@@ -699,4 +704,24 @@ fn append_events(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_synchronous_pragmas_switch_back_and_forth_from_the_statement_cache() {
+        let conn = Connection::open_in_memory().expect("open");
+        let level = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .expect("read")
+        };
+        for _ in 0..2 {
+            set_synchronous(&conn, "PRAGMA synchronous = NORMAL").expect("relax");
+            assert_eq!(level(&conn), 1);
+            set_synchronous(&conn, "PRAGMA synchronous = FULL").expect("restore");
+            assert_eq!(level(&conn), 2);
+        }
+    }
 }
