@@ -290,14 +290,34 @@ async fn resource(
     .await
 }
 
-/// Query parameters of `GET /v1/journeys`.
+/// Query parameters of `GET /v1/journeys`. An empty value (`?status=&limit=`, as DESIGN.md
+/// section 8 writes the route) is the same as leaving the parameter out.
 #[derive(Debug, Deserialize)]
 pub(crate) struct JourneysQuery {
+    #[serde(default, deserialize_with = "empty_is_none")]
     status: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
     journey_id: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
     customer_reference: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
     after: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
     limit: Option<usize>,
+}
+
+/// A query parameter's value, `None` when it is empty.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 const MAX_LIMIT: usize = 1000;
@@ -351,10 +371,12 @@ async fn list_journeys(
     Ok(json_bytes(bytes))
 }
 
-/// Query parameters of the log routes.
+/// Query parameters of the log routes; empty values as for [`JourneysQuery`].
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
+    #[serde(default, deserialize_with = "empty_is_none")]
     after: Option<i64>,
+    #[serde(default, deserialize_with = "empty_is_none")]
     limit: Option<usize>,
 }
 

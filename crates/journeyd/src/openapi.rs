@@ -107,6 +107,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
                 "{\"events\": [EventRecord], \"next_after\": seq or null}",
                 Some("EventPage"),
             ),
+            (400, "Bad parameter", ERR),
             (404, "Unknown journey", ERR),
         ],
     },
@@ -150,11 +151,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
                 "At most this many (default 100, at most 1000)",
             ),
         ],
-        responses: &[(
-            200,
-            "{\"events\": [EventRecord], \"next_after\": seq or null}",
-            Some("EventPage"),
-        )],
+        responses: &[
+            (
+                200,
+                "{\"events\": [EventRecord], \"next_after\": seq or null}",
+                Some("EventPage"),
+            ),
+            (400, "Bad parameter", ERR),
+        ],
     },
     Operation {
         method: "get",
@@ -203,6 +207,20 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
 ];
 
+/// A parameter's schema. Query values are text; an empty one is the same as none (api.rs).
+fn schema(path: &str, name: &str) -> Value {
+    match name {
+        "limit" => {
+            json!({"type": "string", "pattern": "^([1-9][0-9]{0,8})?$", "description": "A count of at least 1, or empty"})
+        }
+        "after" if path != "/v1/journeys" => {
+            json!({"type": "string", "pattern": "^(-?[0-9]{1,18})?$", "description": "A seq, or empty"})
+        }
+        "status" => json!({"enum": ["", "created", "opened", "paid", "completed"]}),
+        _ => json!({"type": "string"}),
+    }
+}
+
 /// The OpenAPI document.
 pub(crate) fn document() -> String {
     let mut paths = serde_json::Map::new();
@@ -211,7 +229,7 @@ pub(crate) fn document() -> String {
             .params
             .iter()
             .map(|(name, place, description)| {
-                json!({"name": name, "in": place, "required": *place == "path", "description": description, "schema": {"type": "string"}})
+                json!({"name": name, "in": place, "required": *place == "path", "description": description, "schema": schema(op.path, name)})
             })
             .collect();
         let mut responses = serde_json::Map::new();

@@ -789,6 +789,64 @@ mod tests {
         store.close();
     }
 
+    /// DESIGN.md section 8 writes the list route as `?status=&journey_id=&...`, and an HTML form
+    /// sends unset fields that way: an empty value is a parameter left out. A value that is
+    /// not empty and not valid is a documented 400 with the JSON error, and the schema in
+    /// `/openapi.json` says which values are valid.
+    #[tokio::test]
+    async fn empty_query_values_are_parameters_left_out_and_bad_ones_a_documented_400() {
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
+        let body = r#"[{"productId":"p","eventId":"linkcreated","eventVersion":"1","eventTime":"2021-06-11T12:00:00Z",
+            "data":{"occurredAt":"2021-06-11T12:00:00Z","journeyId":"2","correlationId":"J1","customerReference":"C"}}]"#;
+        let (status, _) = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        runner(&store).catch_up().expect("project");
+        let get = |uri: &'static str| {
+            let app = app.clone();
+            async move { call(&app, Method::GET, uri, "").await }
+        };
+        for (plain, empty) in [
+            (
+                "/v1/journeys",
+                "/v1/journeys?status=&journey_id=&customer_reference=&limit=&after=",
+            ),
+            ("/v1/events", "/v1/events?after=&limit="),
+            (
+                "/v1/journeys/J1/events",
+                "/v1/journeys/J1/events?after=&limit=",
+            ),
+        ] {
+            let (expected, (status, text)) = (get(plain).await, get(empty).await);
+            assert_eq!(status, StatusCode::OK, "{empty}: {text}");
+            assert_eq!(text, expected.1, "{empty}");
+            assert!(text.contains("J1"), "{empty}: {text}");
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&crate::openapi::document()).expect("json");
+        for (uri, path) in [
+            ("/v1/journeys?limit=ten", "/v1/journeys"),
+            ("/v1/journeys?limit=0", "/v1/journeys"),
+            ("/v1/journeys?status=lost", "/v1/journeys"),
+            ("/v1/events?after=first", "/v1/events"),
+            (
+                "/v1/journeys/J1/events?limit=-1",
+                "/v1/journeys/{id}/events",
+            ),
+        ] {
+            let (status, text) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+            let error: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(error["error"]["code"], "bad_request", "{uri}");
+            assert!(
+                doc["paths"][path]["get"]["responses"]["400"].is_object(),
+                "{path}: 400 undocumented"
+            );
+        }
+        store.close();
+    }
+
     /// The OpenAPI table and the router cannot drift: every documented operation is answered by
     /// a real route (not 405, not the router's empty 404 for an unknown path).
     #[tokio::test]
