@@ -302,22 +302,49 @@ pub(crate) struct JourneysQuery {
     customer_reference: Option<String>,
     #[serde(default, deserialize_with = "empty_is_none")]
     after: Option<String>,
-    #[serde(default, deserialize_with = "empty_is_none")]
+    #[serde(default, deserialize_with = "count")]
     limit: Option<usize>,
 }
 
-/// A query parameter's value, `None` when it is empty.
-fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+/// A text query parameter, `None` when it is empty.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// A `limit`: 1 to 9 digits, not starting with 0 (`openapi::schema` publishes the same
+/// pattern), or empty for none. Above [`MAX_LIMIT`] it is taken as [`MAX_LIMIT`].
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    number(d, "a count of at least 1", |s| {
+        (1..=9).contains(&s.len()) && !s.starts_with('0')
+    })
+}
+
+/// A seq: an optional `-` and 1 to 18 digits (the published pattern), or empty for none.
+fn seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    number(d, "a seq", |s| {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        (1..=18).contains(&digits.len())
+    })
+}
+
+/// A number in plain digits that `shape` accepts, or `None` when empty. The digit counts keep
+/// every accepted value in range, so a value matches the published pattern exactly when it
+/// parses.
+fn number<'de, D, T>(d: D, what: &str, shape: impl Fn(&str) -> bool) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: std::str::FromStr,
-    T::Err: std::fmt::Display,
 {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    let Some(s) = empty_is_none(d)? else {
+        return Ok(None);
+    };
+    let digits = s.strip_prefix('-').unwrap_or(&s);
+    if !shape(&s) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(format!("`{s}` is not {what}")));
     }
+    s.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not {what}")))
 }
 
 const MAX_LIMIT: usize = 1000;
@@ -374,9 +401,9 @@ async fn list_journeys(
 /// Query parameters of the log routes; empty values as for [`JourneysQuery`].
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
-    #[serde(default, deserialize_with = "empty_is_none")]
+    #[serde(default, deserialize_with = "seq")]
     after: Option<i64>,
-    #[serde(default, deserialize_with = "empty_is_none")]
+    #[serde(default, deserialize_with = "count")]
     limit: Option<usize>,
 }
 

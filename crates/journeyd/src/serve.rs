@@ -825,24 +825,74 @@ mod tests {
         }
         let doc: serde_json::Value =
             serde_json::from_str(&crate::openapi::document()).expect("json");
-        for (uri, path) in [
-            ("/v1/journeys?limit=ten", "/v1/journeys"),
-            ("/v1/journeys?limit=0", "/v1/journeys"),
-            ("/v1/journeys?status=lost", "/v1/journeys"),
-            ("/v1/events?after=first", "/v1/events"),
+        assert_eq!(
+            get("/v1/journeys?status=lost").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        // Every value the published pattern accepts is answered 200, every other one 400.
+        let values = [
+            "1",
+            "7",
+            "1000",
+            "999999999",
+            "1000000000",
+            "0",
+            "010",
+            "+5",
+            "-1",
+            "-0",
+            "ten",
+            "1e3",
+            " 5",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+        ];
+        for (path, route, param) in [
+            ("/v1/journeys", "/v1/journeys", "limit"),
+            ("/v1/events", "/v1/events", "limit"),
+            ("/v1/events", "/v1/events", "after"),
             (
-                "/v1/journeys/J1/events?limit=-1",
+                "/v1/journeys/J1/events",
                 "/v1/journeys/{id}/events",
+                "limit",
+            ),
+            (
+                "/v1/journeys/J1/events",
+                "/v1/journeys/{id}/events",
+                "after",
             ),
         ] {
-            let (status, text) = get(uri).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
-            let error: serde_json::Value = serde_json::from_str(&text).expect("json");
-            assert_eq!(error["error"]["code"], "bad_request", "{uri}");
+            let op = &doc["paths"][route]["get"];
             assert!(
-                doc["paths"][path]["get"]["responses"]["400"].is_object(),
-                "{path}: 400 undocumented"
+                op["responses"]["400"].is_object(),
+                "{route}: 400 undocumented"
             );
+            let schema = op["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == param))
+                .map(|p| &p["schema"])
+                .expect("documented parameter");
+            let pattern =
+                regex::Regex::new(schema["pattern"].as_str().expect("pattern")).expect("regex");
+            for value in values {
+                let uri = format!(
+                    "{path}?{param}={}",
+                    value.replace(' ', "%20").replace('+', "%2B")
+                );
+                let (status, text) = call(&app, Method::GET, &uri, "").await;
+                let expected = if pattern.is_match(value) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                assert_eq!(status, expected, "{uri}: {text}");
+                if status == StatusCode::BAD_REQUEST {
+                    let error: serde_json::Value = serde_json::from_str(&text).expect("json");
+                    assert_eq!(error["error"]["code"], "bad_request", "{uri}");
+                }
+            }
         }
         store.close();
     }

@@ -444,10 +444,11 @@ fn run(
     tracing::debug!("writer stopped");
 }
 
-/// Runs one of the two `synchronous` pragmas, from the statement cache: they run around every
-/// projector group.
+/// Runs one of the two `synchronous` pragmas. Not from the statement cache: SQLite applies a
+/// pragma when it prepares it, and a prepared PRAGMA expires after one run, so it is parsed
+/// again every time anyway.
 fn set_synchronous(conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(pragma)?.raw_execute().map(drop)
+    conn.execute_batch(pragma)
 }
 
 fn commit_group(conn: &mut Connection, group: Vec<Job>, hook: Option<&CommitHook>) {
@@ -711,7 +712,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_synchronous_pragmas_switch_back_and_forth_from_the_statement_cache() {
+    fn the_synchronous_pragmas_switch_back_and_forth() {
         let conn = Connection::open_in_memory().expect("open");
         let level = |c: &Connection| -> i64 {
             c.query_row("PRAGMA synchronous", [], |r| r.get(0))
