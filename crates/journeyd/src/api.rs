@@ -195,35 +195,10 @@ async fn snapshot(
     // Read through when the key has acknowledged events its snapshot lacks, or when no
     // projector is folding them: its thread ended, or its last round failed (decision 0013).
     let alive = api.projector_alive.load(Ordering::SeqCst);
-    if !alive || api.unprojected.contains(projection, &key) {
-        let (a, k) = (Arc::clone(api), key.clone());
-        // Up to READ_THROUGH_MAX_EVENTS rows: the blocking pool, not the worker (decision 0008).
-        let current = api
-            .pool
-            .run(move |r| {
-                let current =
-                    projector::current(r, projection, &k, &a.projection, READ_THROUGH_MAX_EVENTS)?;
-                if let projector::Current::Row(row) = &current {
-                    // Everything this read showed stays read through until the projector holds
-                    // it, so that the next read does not go back to an older snapshot.
-                    a.unprojected.note(projection, &k, row.last_seq);
-                }
-                Ok(current)
-            })
-            .await?;
-        match current {
-            projector::Current::Row(row) => {
-                api.metrics.read_through();
-                let doc = document(&store::Snapshot::from(row)).map_err(ApiError::internal)?;
-                return Ok(json_bytes(doc));
-            }
-            projector::Current::Absent => {
-                api.metrics.read_through();
-                return Err(ApiError::not_found(&format!("{what} {key}")));
-            }
-            // Left to the projector: read the snapshot as below.
-            projector::Current::TooLarge => {}
-        }
+    if (!alive || api.unprojected.contains(projection, &key))
+        && let Some(answer) = read_through(api, projection, &key, what).await?
+    {
+        return Ok(answer);
     }
     let miss = match api.cache.get(projection, key) {
         Ok(doc) => {
@@ -233,17 +208,62 @@ async fn snapshot(
         Err(miss) => miss,
     };
     api.metrics.read_cache(false);
-    let doc = api.pool.lookup(|r| {
-        r.snapshot(projection, &miss.key)?
-            .map(|s| document(&s))
-            .transpose()
+    let (checkpoint, doc) = api.pool.lookup(|r| {
+        let (checkpoint, row) = r.snapshot_at(projection, &miss.key)?;
+        Ok((checkpoint, row.map(|s| document(&s)).transpose()?))
     })?;
-    match doc {
-        Some(doc) => {
-            api.cache.insert(projection, miss, doc.clone());
-            Ok(json_bytes(doc))
+    if api.unprojected.behind(checkpoint) {
+        // Another process's rebuild swapped in a table older than what reads have shown, and
+        // the projector has not noticed yet: neither answer from it nor cache it.
+        if let Some(answer) = read_through(api, projection, &miss.key, what).await? {
+            return Ok(answer);
         }
+    } else if let Some(doc) = doc {
+        api.cache.insert(projection, miss, doc.clone());
+        return Ok(json_bytes(doc));
+    }
+    match doc {
+        Some(doc) => Ok(json_bytes(doc)),
         None => Err(ApiError::not_found(&format!("{what} {}", miss.key))),
+    }
+}
+
+/// Folds `key`'s events from the log and answers with the document (or 404), as the projector
+/// will write it; `None` when the key has more events than a read folds (the caller answers
+/// from the snapshot).
+async fn read_through(
+    api: &Arc<Api>,
+    projection: Projection,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<Response>, ApiError> {
+    let (a, k) = (Arc::clone(api), key.to_owned());
+    // Up to READ_THROUGH_MAX_EVENTS rows: the blocking pool, not the worker (decision 0008).
+    let current = api
+        .pool
+        .run(move |r| {
+            let current =
+                projector::current(r, projection, &k, &a.projection, READ_THROUGH_MAX_EVENTS)?;
+            if let projector::Current::Row(row) = &current {
+                // Everything this read showed stays read through until the projector holds
+                // it, so that the next read does not go back to an older snapshot.
+                a.unprojected.note(projection, &k, row.last_seq);
+            }
+            Ok(current)
+        })
+        .await?;
+    match current {
+        projector::Current::Row(row) => {
+            api.metrics.read_through();
+            let doc = document(&store::Snapshot::from(row)).map_err(ApiError::internal)?;
+            Ok(Some(json_bytes(doc)))
+        }
+        projector::Current::Absent => {
+            api.metrics.read_through();
+            Err(ApiError::not_found(&format!("{what} {key}")))
+        }
+        // Left to the projector: the caller reads the snapshot.
+        projector::Current::TooLarge => Ok(None),
     }
 }
 

@@ -728,6 +728,62 @@ mod tests {
         store.close();
     }
 
+    /// Another process's `rebuild` can swap in a table built from an older log head. Until this
+    /// daemon's projector notices (at its next round), a point read that misses the read cache
+    /// would meet that table: it must fold the log instead, and keep nothing in the cache.
+    /// (Found by the end-to-end rebuild test under CI load: a journey went from 5 events to 4.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_swapped_back_by_another_process_is_read_through_before_the_projector_notices()
+    {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        for key in ["J1", "J2"] {
+            let body = format!(
+                r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{key}","sessionId":"S1"}}}}"#
+            );
+            let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", &body).await;
+            assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        }
+        project(&mut runner(&store), &api);
+        assert!(!api.unprojected.contains(store::Projection::Journeys, "J2"));
+        // What a rebuild from log head 1 leaves, swapped in by another process: no J2 yet.
+        let other = rusqlite::Connection::open(_dir.path().join("j.db")).expect("open");
+        other
+            .execute_batch(
+                "DELETE FROM journeys WHERE correlation_id = 'J2';
+                 UPDATE checkpoints SET seq = 1, generation = generation + 1 WHERE projection = 'journeys';",
+            )
+            .expect("swap back");
+        let reads = |result: &str| {
+            let text = api.metrics.encode();
+            let series = format!(r#"journeyd_read_cache_reads_total{{result="{result}"}} "#);
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = (reads("read_through"), reads("hit"));
+        for _ in 0..2 {
+            let (status, doc) = call(&app, Method::GET, "/v1/journeys/J2", "").await;
+            assert_eq!(status, StatusCode::OK, "{doc}");
+            assert!(doc.contains(r#""event_count":1"#), "{doc}");
+        }
+        assert_eq!(
+            (reads("read_through"), reads("hit")),
+            (before.0 + 2.0, before.1),
+            "both read through, neither from the cache"
+        );
+        // Once the projector has caught up again, the table answers and fills the cache.
+        project(&mut runner(&store), &api);
+        let (status, doc) = call(&app, Method::GET, "/v1/journeys/J2", "").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(reads("read_through"), before.0 + 2.0);
+        store.close();
+    }
+
     /// With no projector folding (its thread ended, or its last round failed), point reads
     /// fold the log, even for keys nothing noted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 use store::Projection;
@@ -26,6 +26,8 @@ pub(crate) struct Unprojected {
     /// Whether `contains` must look: a key is noted, or the snapshots went back. While false,
     /// a point read takes no lock.
     busy: AtomicBool,
+    /// `Inner::high`, for [`Unprojected::behind`] without the lock.
+    high: AtomicI64,
     max_keys: usize,
     /// Notes not kept because the bound was reached (`journeyd_unprojected_dropped_total`).
     dropped: Counter,
@@ -63,6 +65,7 @@ impl Unprojected {
                 high: settled,
             }),
             busy: AtomicBool::new(false),
+            high: AtomicI64::new(settled),
             max_keys,
             dropped,
         }
@@ -107,6 +110,7 @@ impl Unprojected {
         };
         inner.settled = checkpoint;
         inner.high = inner.high.max(checkpoint);
+        self.high.store(inner.high, Ordering::SeqCst);
         if inner.len > 0 {
             for keys in &mut inner.keys {
                 keys.retain(|_, seq| *seq > checkpoint);
@@ -131,6 +135,14 @@ impl Unprojected {
         inner.keys[slot(projection)]
             .get(key)
             .is_some_and(|seq| *seq > inner.settled)
+    }
+
+    /// Whether a snapshot table at `checkpoint` is behind what point reads may have shown: the
+    /// projector had settled further. Only another process's rebuild sends a table back, and
+    /// until this daemon's projector notices the swap, nothing else here knows: a point read of
+    /// such a table reads through instead.
+    pub(crate) fn behind(&self, checkpoint: i64) -> bool {
+        checkpoint < self.high.load(Ordering::SeqCst) || self.inner.is_poisoned()
     }
 
     /// Keys noted now (for `/metrics`).

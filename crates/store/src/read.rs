@@ -241,6 +241,17 @@ impl Reader {
         snapshots::read_snapshot(&self.conn, projection, key)
     }
 
+    /// The snapshot of `key`, if any, and the checkpoint `seq` of the table it was read from,
+    /// read together: a caller can tell a table that went back (another process's rebuild
+    /// swapped in an older one) from one that is current.
+    pub fn snapshot_at(
+        &self,
+        projection: Projection,
+        key: &str,
+    ) -> Result<(i64, Option<Snapshot>)> {
+        snapshots::read_snapshot_at(&self.conn, projection, key)
+    }
+
     /// Every snapshot of a projection, by key (for comparisons and exports).
     pub fn snapshots(&self, projection: Projection) -> Result<Vec<Snapshot>> {
         snapshots::read_all(&self.conn, projection)

@@ -257,6 +257,41 @@ pub(crate) fn read_snapshot(
         .optional()?)
 }
 
+/// As [`read_snapshot`], with the projection's checkpoint `seq`, both from one statement and so
+/// one read transaction: the row is what the snapshot table held at that checkpoint. (-1 if the
+/// checkpoint row is missing, which the migrations never leave.)
+pub(crate) fn read_snapshot_at(
+    conn: &Connection,
+    projection: Projection,
+    key: &str,
+) -> Result<(i64, Option<Snapshot>)> {
+    let sql = format!(
+        "SELECT c.seq, s.{k}, s.state, s.event_count, s.last_seq, s.updated_at
+         FROM checkpoints c LEFT JOIN {t} s ON s.{k} = ?2 WHERE c.projection = ?1",
+        k = projection.key_column(),
+        t = projection.name()
+    );
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row(params![projection.name(), key], |r| {
+            let seq: i64 = r.get(0)?;
+            let key: Option<String> = r.get(1)?;
+            let row = match key {
+                None => None,
+                Some(key) => Some(Snapshot {
+                    key,
+                    state: r.get(2)?,
+                    event_count: r.get(3)?,
+                    last_seq: r.get(4)?,
+                    updated_at: r.get(5)?,
+                }),
+            };
+            Ok((seq, row))
+        })
+        .optional()?;
+    Ok(found.unwrap_or((-1, None)))
+}
+
 pub(crate) fn read_all(conn: &Connection, projection: Projection) -> Result<Vec<Snapshot>> {
     let sql = format!(
         "SELECT {k}, state, event_count, last_seq, updated_at FROM {t} ORDER BY {k}",
