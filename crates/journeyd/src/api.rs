@@ -195,10 +195,12 @@ async fn snapshot(
     // Read through when the key has acknowledged events its snapshot lacks, or when no
     // projector is folding them: its thread ended, or its last round failed (decision 0013).
     let alive = api.projector_alive.load(Ordering::SeqCst);
-    if (!alive || api.unprojected.contains(projection, &key))
-        && let Some(answer) = read_through(api, projection, &key, what).await?
-    {
-        return Ok(answer);
+    let mut foldable = true;
+    if !alive || api.unprojected.contains(projection, &key) {
+        match read_through(api, projection, &key, what).await? {
+            Some(answer) => return Ok(answer),
+            None => foldable = false,
+        }
     }
     let miss = match api.cache.get(projection, key) {
         Ok(doc) => {
@@ -207,20 +209,24 @@ async fn snapshot(
         }
         Err(miss) => miss,
     };
-    api.metrics.read_cache(false);
     let (checkpoint, doc) = api.pool.lookup(|r| {
         let (checkpoint, row) = r.snapshot_at(projection, &miss.key)?;
         Ok((checkpoint, row.map(|s| document(&s)).transpose()?))
     })?;
-    if api.unprojected.behind(checkpoint) {
-        // Another process's rebuild swapped in a table older than what reads have shown, and
-        // the projector has not noticed yet: neither answer from it nor cache it.
-        if let Some(answer) = read_through(api, projection, &miss.key, what).await? {
+    if api.unprojected.behind(projection, checkpoint) {
+        // Another process's rebuild swapped in a table older than what reads have shown:
+        // neither answer from it nor cache it. (A key too large to fold is answered from it,
+        // uncached: decision 0013's one exception.)
+        if foldable && let Some(answer) = read_through(api, projection, &miss.key, what).await? {
             return Ok(answer);
         }
+        api.metrics.read_cache(false);
     } else if let Some(doc) = doc {
+        api.metrics.read_cache(false);
         api.cache.insert(projection, miss, doc.clone());
         return Ok(json_bytes(doc));
+    } else {
+        api.metrics.read_cache(false);
     }
     match doc {
         Some(doc) => Ok(json_bytes(doc)),

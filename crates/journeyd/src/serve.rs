@@ -728,6 +728,35 @@ mod tests {
         store.close();
     }
 
+    /// A Mobile Journeys session event for `key`.
+    fn session(key: &str, session: &str) -> String {
+        format!(
+            r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{key}","sessionId":"{session}"}}}}"#
+        )
+    }
+
+    /// What another process's `rebuild` from log head `head` leaves: J2's row as of its first
+    /// event, and the journeys checkpoint at `head`, with a new generation.
+    fn swap_back(db: &Path, head: i64) {
+        rusqlite::Connection::open(db)
+            .expect("open")
+            .execute_batch(&format!(
+                "UPDATE journeys SET event_count = 1 WHERE correlation_id = 'J2';
+                 UPDATE checkpoints SET seq = {head}, generation = generation + 1 WHERE projection = 'journeys';"
+            ))
+            .expect("swap back");
+    }
+
+    /// `journeyd_read_cache_reads_total{result}` now.
+    fn reads(api: &Api, result: &str) -> f64 {
+        let series = format!(r#"journeyd_read_cache_reads_total{{result="{result}"}} "#);
+        api.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Another process's `rebuild` can swap in a table built from an older log head. Until this
     /// daemon's projector notices (at its next round), a point read that misses the read cache
     /// would meet that table: it must fold the log instead, and keep nothing in the cache.
@@ -741,46 +770,84 @@ mod tests {
             app,
             api,
         } = fixture();
-        for key in ["J1", "J2"] {
-            let body = format!(
-                r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{key}","sessionId":"S1"}}}}"#
-            );
-            let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", &body).await;
+        for (key, s) in [("J1", "S1"), ("J2", "S1"), ("J2", "S2")] {
+            let posted = call(
+                &app,
+                Method::POST,
+                "/webhooks/mobile-journeys",
+                &session(key, s),
+            )
+            .await;
             assert_eq!(posted.0, StatusCode::NO_CONTENT);
         }
         project(&mut runner(&store), &api);
         assert!(!api.unprojected.contains(store::Projection::Journeys, "J2"));
-        // What a rebuild from log head 1 leaves, swapped in by another process: no J2 yet.
-        let other = rusqlite::Connection::open(_dir.path().join("j.db")).expect("open");
-        other
-            .execute_batch(
-                "DELETE FROM journeys WHERE correlation_id = 'J2';
-                 UPDATE checkpoints SET seq = 1, generation = generation + 1 WHERE projection = 'journeys';",
-            )
-            .expect("swap back");
-        let reads = |result: &str| {
-            let text = api.metrics.encode();
-            let series = format!(r#"journeyd_read_cache_reads_total{{result="{result}"}} "#);
-            text.lines()
-                .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let before = (reads("read_through"), reads("hit"));
+        swap_back(&_dir.path().join("j.db"), 2);
+        let before = (reads(&api, "read_through"), reads(&api, "hit"));
+        let mut shown = Vec::new();
         for _ in 0..2 {
             let (status, doc) = call(&app, Method::GET, "/v1/journeys/J2", "").await;
             assert_eq!(status, StatusCode::OK, "{doc}");
-            assert!(doc.contains(r#""event_count":1"#), "{doc}");
+            assert!(doc.contains(r#""meta":{"event_count":2"#), "{doc}");
+            shown.push(doc);
         }
         assert_eq!(
-            (reads("read_through"), reads("hit")),
+            (reads(&api, "read_through"), reads(&api, "hit")),
             (before.0 + 2.0, before.1),
             "both read through, neither from the cache"
         );
-        // Once the projector has caught up again, the table answers and fills the cache.
+        // The projector notices, folds again, and the table answers and fills the cache.
         project(&mut runner(&store), &api);
+        for _ in 0..2 {
+            assert_eq!(
+                call(&app, Method::GET, "/v1/journeys/J2", "").await,
+                (StatusCode::OK, shown[0].clone())
+            );
+        }
+        assert_eq!(reads(&api, "read_through"), before.0 + 2.0);
+        assert_eq!(
+            reads(&api, "hit"),
+            before.1 + 1.0,
+            "the second read was cached"
+        );
+        store.close();
+    }
+
+    /// Another process's `import` can move the tables past what this projector has reported,
+    /// unnoted, and a read shows that; a `rebuild` from a head between the two must not send
+    /// the next read back, even once the cached document is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_shown_ahead_of_the_projector_and_then_swapped_back_is_read_through() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        for (key, s) in [("J1", "S1"), ("J2", "S1")] {
+            let posted = call(
+                &app,
+                Method::POST,
+                "/webhooks/mobile-journeys",
+                &session(key, s),
+            )
+            .await;
+            assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        }
+        project(&mut runner(&store), &api); // settled at 2
+        // The other process: an import of J2's second event, and its own catch-up to 3.
+        append_elsewhere(&store, &session("J2", "S2"));
+        runner(&store)
+            .catch_up()
+            .expect("the other process's catch-up");
+        let (status, ahead) = call(&app, Method::GET, "/v1/journeys/J2", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ahead.contains(r#""meta":{"event_count":2"#), "{ahead}");
+        // A rebuild that read head 2 swaps in; the cached document is evicted meanwhile.
+        swap_back(&_dir.path().join("j.db"), 2);
+        api.cache.clear();
         let (status, doc) = call(&app, Method::GET, "/v1/journeys/J2", "").await;
-        assert_eq!(status, StatusCode::OK, "{doc}");
-        assert_eq!(reads("read_through"), before.0 + 2.0);
+        assert_eq!((status, doc), (StatusCode::OK, ahead));
         store.close();
     }
 

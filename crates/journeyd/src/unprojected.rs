@@ -28,6 +28,9 @@ pub(crate) struct Unprojected {
     busy: AtomicBool,
     /// `Inner::high`, for [`Unprojected::behind`] without the lock.
     high: AtomicI64,
+    /// Per projection (in [`Projection::ALL`]'s order), the highest checkpoint a point read
+    /// found its table at.
+    seen: [AtomicI64; 4],
     max_keys: usize,
     /// Notes not kept because the bound was reached (`journeyd_unprojected_dropped_total`).
     dropped: Counter,
@@ -66,6 +69,7 @@ impl Unprojected {
             }),
             busy: AtomicBool::new(false),
             high: AtomicI64::new(settled),
+            seen: Default::default(),
             max_keys,
             dropped,
         }
@@ -137,12 +141,16 @@ impl Unprojected {
             .is_some_and(|seq| *seq > inner.settled)
     }
 
-    /// Whether a snapshot table at `checkpoint` is behind what point reads may have shown: the
-    /// projector had settled further. Only another process's rebuild sends a table back, and
-    /// until this daemon's projector notices the swap, nothing else here knows: a point read of
-    /// such a table reads through instead.
-    pub(crate) fn behind(&self, checkpoint: i64) -> bool {
-        checkpoint < self.high.load(Ordering::SeqCst) || self.inner.is_poisoned()
+    /// Called for a point read of `projection`'s table at `checkpoint`, before it answers:
+    /// whether that table is behind what point reads may have shown, so that the read must fold
+    /// the log instead. Behind means below the projector's highest settled checkpoint, or below
+    /// the highest checkpoint a read of this table has seen (another process's `import` or
+    /// catch-up can move a table past the projector, unnoted). Only another process's `rebuild`
+    /// sends a table back, and until this daemon's projector notices the swap nothing else here
+    /// knows.
+    pub(crate) fn behind(&self, projection: Projection, checkpoint: i64) -> bool {
+        let seen = self.seen[slot(projection)].fetch_max(checkpoint, Ordering::SeqCst);
+        checkpoint < self.high.load(Ordering::SeqCst).max(seen) || self.inner.is_poisoned()
     }
 
     /// Keys noted now (for `/metrics`).
