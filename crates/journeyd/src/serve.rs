@@ -735,6 +735,15 @@ mod tests {
         )
     }
 
+    /// Posts a session event for each (key, session id), each acknowledged.
+    async fn post_sessions(app: &axum::Router, sessions: &[(&str, &str)]) {
+        for (key, s) in sessions {
+            let body = session(key, s);
+            let posted = call(app, Method::POST, "/webhooks/mobile-journeys", &body).await;
+            assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        }
+    }
+
     /// What another process's `rebuild` from log head `head` leaves: J2's row as of its first
     /// event, and the journeys checkpoint at `head`, with a new generation.
     fn swap_back(db: &Path, head: i64) {
@@ -770,16 +779,7 @@ mod tests {
             app,
             api,
         } = fixture();
-        for (key, s) in [("J1", "S1"), ("J2", "S1"), ("J2", "S2")] {
-            let posted = call(
-                &app,
-                Method::POST,
-                "/webhooks/mobile-journeys",
-                &session(key, s),
-            )
-            .await;
-            assert_eq!(posted.0, StatusCode::NO_CONTENT);
-        }
+        post_sessions(&app, &[("J1", "S1"), ("J2", "S1"), ("J2", "S2")]).await;
         project(&mut runner(&store), &api);
         assert!(!api.unprojected.contains(store::Projection::Journeys, "J2"));
         swap_back(&_dir.path().join("j.db"), 2);
@@ -824,16 +824,7 @@ mod tests {
             app,
             api,
         } = fixture();
-        for (key, s) in [("J1", "S1"), ("J2", "S1")] {
-            let posted = call(
-                &app,
-                Method::POST,
-                "/webhooks/mobile-journeys",
-                &session(key, s),
-            )
-            .await;
-            assert_eq!(posted.0, StatusCode::NO_CONTENT);
-        }
+        post_sessions(&app, &[("J1", "S1"), ("J2", "S1")]).await;
         project(&mut runner(&store), &api); // settled at 2
         // The other process: an import of J2's second event, and its own catch-up to 3.
         append_elsewhere(&store, &session("J2", "S2"));
