@@ -650,6 +650,32 @@ mod tests {
             .expect("project");
     }
 
+    /// A Mobile Journeys session event for `key`.
+    fn session(key: &str, session: &str) -> String {
+        format!(
+            r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{key}","sessionId":"{session}"}}}}"#
+        )
+    }
+
+    /// Posts a session event for each (key, session id), each acknowledged.
+    async fn post_sessions(app: &axum::Router, sessions: &[(&str, &str)]) {
+        for (key, s) in sessions {
+            let body = session(key, s);
+            let posted = call(app, Method::POST, "/webhooks/mobile-journeys", &body).await;
+            assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        }
+    }
+
+    /// `journeyd_read_cache_reads_total{result}` now.
+    fn reads(api: &Api, result: &str) -> f64 {
+        let series = format!(r#"journeyd_read_cache_reads_total{{result="{result}"}} "#);
+        api.metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// A point read made after a webhook's 204 shows its event, though the projector has not
     /// folded it: from no snapshot at all, and past a cached document of the old state. What
     /// it shows is what the projector then writes, byte for byte.
@@ -695,11 +721,7 @@ mod tests {
         assert!(late.contains(r#""event_count":2"#), "{late}");
         project(&mut runner, &api);
         assert_eq!(read().await.1, late);
-        let metrics = call(&app, Method::GET, "/metrics", "").await.1;
-        assert!(
-            metrics.contains(r#"journeyd_read_cache_reads_total{result="read_through"} 2"#),
-            "{metrics}"
-        );
+        assert_eq!(reads(&api, "read_through"), 2.0);
         store.close();
     }
 
@@ -715,9 +737,7 @@ mod tests {
             api,
         } = fixture();
         let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
-        const SESSION: &str = r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#;
-        let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", SESSION).await;
-        assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        post_sessions(&app, &[("J1", "S1")]).await;
         let imported = r#"{"productId":"mobilejourneys","eventId":"stage","data":{"occurredAt":"2021-06-11T12:02:00Z","correlationId":"J1","stageName":"journeyEnd"}}"#;
         append_elsewhere(&store, imported);
         let (_, both) = read().await;
@@ -726,22 +746,6 @@ mod tests {
         api.unprojected.settle(1);
         assert_eq!(read().await, (StatusCode::OK, both));
         store.close();
-    }
-
-    /// A Mobile Journeys session event for `key`.
-    fn session(key: &str, session: &str) -> String {
-        format!(
-            r#"{{"productId":"mobilejourneys","eventId":"sessioncreated","data":{{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"{key}","sessionId":"{session}"}}}}"#
-        )
-    }
-
-    /// Posts a session event for each (key, session id), each acknowledged.
-    async fn post_sessions(app: &axum::Router, sessions: &[(&str, &str)]) {
-        for (key, s) in sessions {
-            let body = session(key, s);
-            let posted = call(app, Method::POST, "/webhooks/mobile-journeys", &body).await;
-            assert_eq!(posted.0, StatusCode::NO_CONTENT);
-        }
     }
 
     /// What another process's `rebuild` from log head `head` leaves: J2's row as of its first
@@ -754,16 +758,6 @@ mod tests {
                  UPDATE checkpoints SET seq = {head}, generation = generation + 1 WHERE projection = 'journeys';"
             ))
             .expect("swap back");
-    }
-
-    /// `journeyd_read_cache_reads_total{result}` now.
-    fn reads(api: &Api, result: &str) -> f64 {
-        let series = format!(r#"journeyd_read_cache_reads_total{{result="{result}"}} "#);
-        api.metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
-            .unwrap_or(0.0)
     }
 
     /// Another process's `rebuild` can swap in a table built from an older log head. Until this
@@ -852,10 +846,7 @@ mod tests {
             app,
             api,
         } = fixture();
-        append_elsewhere(
-            &store,
-            r#"{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}"#,
-        );
+        append_elsewhere(&store, &session("J1", "S1"));
         let read = || call(&app, Method::GET, "/v1/journeys/J1", "");
         assert_eq!(
             read().await.0,
@@ -876,9 +867,7 @@ mod tests {
         let Fixture {
             _dir, store, app, ..
         } = fixture();
-        let body = r#"[{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}},{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:36Z","correlationId":"J1","sessionId":"S2"}}]"#;
-        let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
-        assert_eq!(posted.0, StatusCode::NO_CONTENT);
+        post_sessions(&app, &[("J1", "S1"), ("J1", "S2")]).await;
         let page = |query: &'static str| {
             let app = app.clone();
             async move {
@@ -912,10 +901,7 @@ mod tests {
         let Fixture {
             _dir, store, app, ..
         } = fixture();
-        let body = r#"[{"productId":"p","eventId":"linkcreated","eventVersion":"1","eventTime":"2021-06-11T12:00:00Z",
-            "data":{"occurredAt":"2021-06-11T12:00:00Z","journeyId":"2","correlationId":"J1","customerReference":"C"}}]"#;
-        let (status, _) = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        post_sessions(&app, &[("J1", "S1")]).await;
         runner(&store).catch_up().expect("project");
         let get = |uri: &'static str| {
             let app = app.clone();
