@@ -65,12 +65,40 @@ impl Db {
         )
     }
 
+    /// Every snapshot, after checking that the counts `stats` reads (kept by the triggers of
+    /// migration 0004, reset by a rebuild's swap) are those of the tables.
     fn snapshots(&self) -> Vec<(Projection, Vec<Snapshot>)> {
         let r = Reader::open(&self.path).expect("reader");
+        assert_eq!(
+            r.projection_counts().expect("counts"),
+            self.counted(),
+            "snapshot_counts agrees with the tables"
+        );
         Projection::ALL
             .iter()
             .map(|&p| (p, r.snapshots(p).expect("snapshots")))
             .collect()
+    }
+
+    /// The snapshot counts by scanning the tables.
+    fn counted(&self) -> store::ProjectionCounts {
+        let conn = rusqlite::Connection::open(&self.path).expect("open");
+        let count = |t: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .expect("count")
+        };
+        store::ProjectionCounts {
+            journeys_by_status: conn
+                .prepare("SELECT status, count(*) FROM journeys GROUP BY status ORDER BY status")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows"),
+            members: count("members"),
+            users: count("users"),
+            resources: count("resources"),
+        }
     }
 
     fn states(&self) -> Vec<(Projection, Vec<(String, String)>)> {

@@ -37,6 +37,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/0003_snapshot_rowid_tables.sql"
     )),
+    M::up(include_str!("../../../migrations/0004_snapshot_counts.sql")),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -410,7 +411,7 @@ mod tests {
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("pragma");
-        assert_eq!(v, 3);
+        assert_eq!(v, SCHEMA_VERSION as i64);
         // The same indexes, but the customer-reference one now carries the key.
         let widened = |sql: &String| {
             sql.replace(
@@ -483,6 +484,17 @@ mod tests {
             [],
         );
         assert!(dup.is_err());
+        // Migration 0004 counted the snapshots it found.
+        let counts = reader.projection_counts().expect("counts");
+        assert_eq!(
+            counts,
+            ProjectionCounts {
+                journeys_by_status: vec![("created".into(), 1), ("paid".into(), 1)],
+                members: 1,
+                users: 1,
+                resources: 1,
+            }
+        );
     }
 
     #[test]

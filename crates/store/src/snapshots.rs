@@ -562,20 +562,23 @@ pub struct RebuildTicket {
     generation: i64,
 }
 
-/// The migration's DDL for `projection`'s table and its indexes, from sqlite_master.
+/// The live DDL of `projection`'s table, and of its indexes and triggers, from sqlite_master.
 fn table_ddl(tx: &Transaction<'_>, projection: Projection) -> Result<(String, Vec<String>)> {
     let table: String = tx.query_row(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [projection.name()],
         |r| r.get(0),
     )?;
+    // Indexes first: a trigger's body may rely on them. Triggers include the counting ones of
+    // migration 0004 and any an operator added.
     let mut stmt = tx.prepare(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL",
+        "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ?1 AND sql IS NOT NULL
+         ORDER BY type = 'trigger', name",
     )?;
-    let indexes = stmt
+    let dependents = stmt
         .query_map([projection.name()], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok((table, indexes))
+    Ok((table, dependents))
 }
 
 fn generation(tx: &Transaction<'_>, projection: Projection) -> Result<i64> {
@@ -638,14 +641,16 @@ pub(crate) fn rebuild_swap(
             projection: ticket.projection,
         });
     }
-    let (_, indexes) = table_ddl(tx, ticket.projection)?;
+    let (_, dependents) = table_ddl(tx, ticket.projection)?;
     tx.execute_batch(&format!(
         "DROP TABLE {name}; ALTER TABLE {} RENAME TO {name};",
         ticket.table
     ))?;
-    for index in indexes {
-        tx.execute_batch(&index)?;
+    // The dropped table took its indexes and triggers with it: the new one gets the same.
+    for sql in dependents {
+        tx.execute_batch(&sql)?;
     }
+    recount(tx, ticket.projection)?;
     // Any other rebuild of this projection is stale now: drop its table (it will be refused at
     // its own swap, or fail writing rows), and any left by a rebuild that crashed.
     let orphans: Vec<String> = tx
@@ -681,18 +686,36 @@ pub struct ProjectionCounts {
 }
 
 pub(crate) fn read_counts(conn: &Connection) -> Result<ProjectionCounts> {
-    let mut stmt = conn
-        .prepare_cached("SELECT status, count(*) FROM journeys GROUP BY status ORDER BY status")?;
-    let journeys_by_status = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let count = |t: &str| -> Result<i64> {
-        Ok(conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)
+    let mut counts = ProjectionCounts::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT projection, status, count FROM snapshot_counts WHERE count <> 0 ORDER BY projection, status",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (projection, status, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        match projection.as_str() {
+            "journeys" => counts.journeys_by_status.push((status, n)),
+            "members" => counts.members += n,
+            "users" => counts.users += n,
+            "resources" => counts.resources += n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+/// Sets `projection`'s rows of `snapshot_counts` from its table (a rebuild's swap; the
+/// triggers of migration 0004 keep them current after that).
+fn recount(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
+    let name = projection.name();
+    // Journeys by status; the others in one row, even when empty.
+    let select = match projection {
+        Projection::Journeys => "SELECT 'journeys', status, count(*) FROM journeys GROUP BY status",
+        _ => &format!("SELECT '{name}', '', count(*) FROM {name}"),
     };
-    Ok(ProjectionCounts {
-        journeys_by_status,
-        members: count("members")?,
-        users: count("users")?,
-        resources: count("resources")?,
-    })
+    tx.execute("DELETE FROM snapshot_counts WHERE projection = ?1", [name])?;
+    tx.execute_batch(&format!(
+        "INSERT INTO snapshot_counts (projection, status, count) {select};"
+    ))?;
+    Ok(())
 }
