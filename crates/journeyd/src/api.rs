@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::metrics::Metrics;
-use crate::output::{EventJson, SnapshotJson};
+use crate::output::{EventsPage, JourneysPage, SnapshotJson};
 use crate::read_cache::ReadCache;
 use crate::unprojected::Unprojected;
 
@@ -407,18 +407,7 @@ async fn list_journeys(
         .pool
         .run(move |r| {
             let items = r.journeys(&filter)?;
-            let next = if items.len() == limit {
-                items.last().map(|s| s.key.clone())
-            } else {
-                None
-            };
-            let docs = items
-                .iter()
-                .map(SnapshotJson::new)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(serde_json::to_vec(
-                &serde_json::json!({"items": docs, "next": next}),
-            )?)
+            Ok(serde_json::to_vec(&JourneysPage::new(&items, limit)?)?)
         })
         .await?;
     Ok(json_bytes(bytes))
@@ -434,18 +423,7 @@ pub(crate) struct PageQuery {
 }
 
 fn events_page(records: &[store::EventRecord], limit: usize) -> anyhow::Result<Vec<u8>> {
-    let next_after = if records.len() == limit {
-        records.last().map(|r| r.seq)
-    } else {
-        None
-    };
-    let events = records
-        .iter()
-        .map(EventJson::new)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(serde_json::to_vec(
-        &serde_json::json!({"events": events, "next_after": next_after}),
-    )?)
+    Ok(serde_json::to_vec(&EventsPage::new(records, limit)?)?)
 }
 
 async fn events(

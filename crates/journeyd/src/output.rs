@@ -78,6 +78,53 @@ pub(crate) fn main_key(keys: &events::Keys) -> &str {
         .unwrap_or("")
 }
 
+/// A page of the log, `{"events", "next_after"}`, as `GET /v1/events`, a journey's history and
+/// `journeyd events --json` show it. Serialized as it is: through `serde_json::json!` the raw
+/// payloads would be parsed into values, which reorders their keys and rounds their numbers.
+#[derive(Serialize)]
+pub(crate) struct EventsPage<'a> {
+    events: Vec<EventJson<'a>>,
+    next_after: Option<i64>,
+}
+
+impl<'a> EventsPage<'a> {
+    /// The page of `records`, a full page (`limit` of them) pointing past its last one.
+    pub(crate) fn new(records: &'a [EventRecord], limit: usize) -> anyhow::Result<Self> {
+        Ok(EventsPage {
+            events: records
+                .iter()
+                .map(EventJson::new)
+                .collect::<anyhow::Result<_>>()?,
+            next_after: (records.len() == limit)
+                .then(|| records.last().map(|r| r.seq))
+                .flatten(),
+        })
+    }
+}
+
+/// A page of journeys, `{"items", "next"}`, as `GET /v1/journeys` and `journeyd journeys --json`
+/// show it. Serialized as it is, for the reason given at [`EventsPage`].
+#[derive(Serialize)]
+pub(crate) struct JourneysPage<'a> {
+    items: Vec<SnapshotJson<'a>>,
+    next: Option<String>,
+}
+
+impl<'a> JourneysPage<'a> {
+    /// The page of `items`, a full page (`limit` of them) pointing past its last key.
+    pub(crate) fn new(items: &'a [store::Snapshot], limit: usize) -> anyhow::Result<Self> {
+        Ok(JourneysPage {
+            items: items
+                .iter()
+                .map(SnapshotJson::new)
+                .collect::<anyhow::Result<_>>()?,
+            next: (items.len() == limit)
+                .then(|| items.last().map(|s| s.key.clone()))
+                .flatten(),
+        })
+    }
+}
+
 /// A snapshot as the API and `--json` show it: `{"key", "state", "meta"}` (DESIGN.md section 6).
 #[derive(Serialize)]
 pub(crate) struct SnapshotJson<'a> {

@@ -10,29 +10,18 @@ use serde::Serialize;
 use store::{JourneyFilter, Projection, Reader};
 
 use crate::cli::{EventsArgs, JourneysArgs};
-use crate::output::{EventJson, Output, SnapshotJson, main_key, pretty, table};
+use crate::output::{EventsPage, JourneysPage, Output, SnapshotJson, main_key, pretty, table};
 
 pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Result<()> {
     let reader = Reader::open(db)?;
     let limit = args.limit as usize;
     let records = reader.events(args.after, limit)?;
-    let next_after = if records.len() == limit {
-        records.last().map(|r| r.seq)
-    } else {
-        None
-    };
     if out.json {
-        #[derive(Serialize)]
-        struct Page<'a> {
-            events: Vec<EventJson<'a>>,
-            next_after: Option<i64>,
-        }
-        let events = records
-            .iter()
-            .map(EventJson::new)
-            .collect::<anyhow::Result<_>>()?;
-        return out.json(&Page { events, next_after });
+        return out.json(&EventsPage::new(&records, limit)?);
     }
+    let next_after = (records.len() == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
     let mut t = table(&[
         "SEQ", "KIND", "SOURCE", "KEY", "OCCURRED", "RECEIVED", "EVENT ID",
     ]);
@@ -192,23 +181,12 @@ pub(crate) fn journeys(db: &Path, args: &JourneysArgs, out: &Output) -> anyhow::
         limit,
     };
     let items = reader.journeys(&filter)?;
-    let next = if items.len() == limit {
-        items.last().map(|s| s.key.clone())
-    } else {
-        None
-    };
     if out.json {
-        #[derive(Serialize)]
-        struct Page<'a> {
-            items: Vec<SnapshotJson<'a>>,
-            next: Option<String>,
-        }
-        let items = items
-            .iter()
-            .map(SnapshotJson::new)
-            .collect::<anyhow::Result<_>>()?;
-        return out.json(&Page { items, next });
+        return out.json(&JourneysPage::new(&items, limit)?);
     }
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|s| s.key.clone()))
+        .flatten();
     let mut t = table(&[
         "CORRELATION ID",
         "STATUS",

@@ -892,6 +892,46 @@ mod tests {
         store.close();
     }
 
+    /// Payloads are the bytes as received and states the bytes the projector wrote, on every
+    /// route that shows them: numbers keep their text (`1.50`, an integer past `u64`) and keys
+    /// their order. A list item is the point read's document.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_and_histories_show_payloads_and_states_byte_for_byte() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        const LINK: &str = r#"{"productId":"mobilejourneys","eventId":"linkcreated","data":{"occurredAt":"2021-06-11T11:57:35Z","correlationId":"J1","url":"https://examplelink.com/abc","parameters":{"zeta":1.50,"alpha":99999999999999999999}}}"#;
+        const PAYMENT: &str = r#"{"productId":"mobilejourneys","eventId":"paymentattempt","data":{"occurredAt":"2021-06-11T12:00:00Z","correlationId":"J1","sessionId":"S1","paymentDetail":{"transactionId":"T1","authorised":"true","amount":19.90,"currency":"GBP"}}}"#;
+        for body in [LINK, PAYMENT] {
+            let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", body).await;
+            assert_eq!(posted.0, StatusCode::NO_CONTENT, "{}", posted.1);
+        }
+        for uri in ["/v1/events", "/v1/journeys/J1/events"] {
+            let (status, page) = call(&app, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+            for body in [LINK, PAYMENT] {
+                assert!(
+                    page.contains(&format!(r#""payload":{body}"#)),
+                    "{uri} shows the payload as received: {page}"
+                );
+            }
+        }
+        project(&mut runner(&store), &api);
+        let (_, point) = call(&app, Method::GET, "/v1/journeys/J1", "").await;
+        // The fold orders a map's keys; it keeps numbers' text.
+        assert!(
+            point.contains(r#""parameters":{"alpha":99999999999999999999,"zeta":1.50}"#),
+            "{point}"
+        );
+        let (status, list) = call(&app, Method::GET, "/v1/journeys", "").await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        assert_eq!(list, format!(r#"{{"items":[{point}],"next":null}}"#));
+        store.close();
+    }
+
     /// DESIGN.md section 8 writes the list route as `?status=&journey_id=&...`, and an HTML form
     /// sends unset fields that way: an empty value is a parameter left out. A value that is
     /// not empty and not valid is a documented 400 with the JSON error, and the schema in
