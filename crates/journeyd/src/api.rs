@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use ingest::error;
 use projector::Change;
 use serde::Deserialize;
@@ -510,25 +510,43 @@ async fn openapi() -> Response {
     json_bytes(crate::openapi::document().into_bytes())
 }
 
-/// Replays, from the log, the snapshot changes after `after`: what a client that saw events up
-/// to `after` missed. At most `MAX_REPLAY` log events; the journey status is the current one.
+/// At most this many log events are replayed per request; a client further behind gets the
+/// rest on its next connection (see [`stream_changes`]).
 const MAX_REPLAY: usize = 10_000;
 
-/// The changes after `after`, up to the projectors' checkpoint and no further than `settled`.
-fn replay(r: &Reader, after: i64, settled: i64) -> anyhow::Result<Vec<Change>> {
-    let checkpoint = r
+/// What a resumed stream replays from the log.
+struct Replay {
+    /// The changes, in `seq` order.
+    changes: Vec<Change>,
+    /// Every change up to this seq is in `changes` (or was before `from`).
+    through: i64,
+    /// Whether the replay reached `settled`; if not, it stopped at its limit of events.
+    complete: bool,
+}
+
+/// The snapshot changes of the events from `from` on, up to the projectors' checkpoint and no
+/// further than `settled` (past it, the read cache may still hold the old documents). A
+/// journey's status is its current one.
+fn replay(r: &Reader, from: i64, settled: i64, max_events: usize) -> anyhow::Result<Replay> {
+    let bound = r
         .checkpoints()?
         .iter()
         .map(|c| c.seq)
         .min()
         .unwrap_or(0)
         .min(settled);
-    let mut out: Vec<Change> = Vec::new();
-    for e in r
-        .events(after, MAX_REPLAY)?
-        .into_iter()
-        .filter(|e| e.seq <= checkpoint)
-    {
+    let records = r.events(from - 1, max_events)?;
+    let complete = records.len() < max_events || records.last().is_some_and(|e| e.seq >= bound);
+    let mut out = Replay {
+        changes: Vec::new(),
+        through: if complete {
+            bound.max(from - 1)
+        } else {
+            records.last().map_or(from - 1, |e| e.seq)
+        },
+        complete,
+    };
+    for e in records.into_iter().filter(|e| e.seq <= bound) {
         let Ok(kind) = e.kind.parse::<events::Kind>() else {
             continue;
         };
@@ -540,7 +558,7 @@ fn replay(r: &Reader, after: i64, settled: i64) -> anyhow::Result<Vec<Change>> {
             } else {
                 None
             };
-            out.push(Change {
+            out.changes.push(Change {
                 projection,
                 key: key.to_owned(),
                 status,
@@ -562,39 +580,60 @@ fn sse_event(c: &Change) -> SseEvent {
         .data(data.to_string())
 }
 
+/// `GET /v1/stream`. With `Last-Event-ID: N`, it first replays from the log the changes of the
+/// events from `N` on: those at `N` again, because one event can change several snapshots
+/// under the one id, and the client cannot say which of them it saw. So a resumed client sees
+/// every change at least once. A client more than [`MAX_REPLAY`] events behind gets that many,
+/// and then the stream ends: its reconnect, with the last id it saw, continues the replay.
 async fn stream_changes(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let last: Option<i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    // Subscribe before replaying, so nothing falls between the two.
+    // Subscribe before replaying: a change announced from now on is received live, and one
+    // announced before had moved `settled` past it first (serve.rs, `Publisher`), so the
+    // replay has it.
     let live = BroadcastStream::new(api.changes.subscribe());
-    let missed = match last {
-        Some(after) => {
+    let replayed = match last {
+        Some(n) => {
             let settled = api.settled.load(Ordering::SeqCst);
-            api.pool.run(move |r| replay(r, after, settled)).await?
+            api.pool
+                .run(move |r| replay(r, n, settled, MAX_REPLAY))
+                .await?
         }
-        None => Vec::new(),
+        None => Replay {
+            changes: Vec::new(),
+            through: 0,
+            complete: true,
+        },
     };
-    let replayed_to = missed.last().map_or(last.unwrap_or(0), |c| c.seq);
+    let through = replayed.through;
+    let missed = stream::iter(replayed.changes.into_iter().map(|c| Ok(sse_event(&c))));
+    if !replayed.complete {
+        return Ok(sse(missed.boxed()));
+    }
     let mut shutdown = api.shutdown.clone();
     let ended = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
     let live = live.filter_map(move |c| async move {
         match c {
-            Ok(c) if c.seq > replayed_to => Some(Ok(sse_event(&c))),
-            // Too slow a client skips ahead; it can resume with Last-Event-ID.
+            Ok(c) if c.seq > through => Some(Ok(sse_event(&c))),
+            // Replayed already; or too slow a client skipped ahead, and can resume with
+            // Last-Event-ID.
             _ => None,
         }
     });
-    let all = stream::iter(missed.into_iter().map(|c| Ok(sse_event(&c))))
-        .chain(live)
-        .take_until(ended);
-    Ok(Sse::new(all).keep_alive(KeepAlive::default()))
+    Ok(sse(missed.chain(live).take_until(ended).boxed()))
+}
+
+fn sse(events: BoxStream<'static, Result<SseEvent, Infallible>>) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]
@@ -634,17 +673,27 @@ mod tests {
         .catch_up()
         .expect("project");
         let reader = Reader::open(&db).expect("reader");
-        let keys = |settled| -> Vec<(String, i64)> {
-            replay(&reader, 0, settled)
-                .expect("replay")
-                .into_iter()
-                .map(|c| (c.key, c.seq))
-                .collect()
+        let keys = |from, settled| -> (Vec<(String, i64)>, i64) {
+            let r = replay(&reader, from, settled, 10).expect("replay");
+            assert!(r.complete);
+            let keys = r.changes.into_iter().map(|c| (c.key, c.seq)).collect();
+            (keys, r.through)
         };
-        let all = keys(i64::MAX);
+        let (all, through) = keys(1, i64::MAX);
         assert_eq!(all, [("J1".into(), 1), ("J2".into(), 2), ("J3".into(), 3)]);
-        assert_eq!(keys(2), all[..2]);
-        assert_eq!(keys(0), []);
+        assert_eq!(through, 3);
+        assert_eq!(keys(1, 2), (all[..2].to_vec(), 2));
+        assert_eq!(keys(1, 0), (vec![], 0));
+        // From the event at Last-Event-ID on, that event included.
+        assert_eq!(keys(2, i64::MAX), (all[1..].to_vec(), 3));
+        assert_eq!(keys(4, i64::MAX), (vec![], 3));
+        // Past its limit, a replay says how far it got, and that it is not complete.
+        let part = replay(&reader, 1, i64::MAX, 2).expect("replay");
+        assert!(!part.complete);
+        assert_eq!((part.changes.len(), part.through), (2, 2));
+        let rest = replay(&reader, part.through, i64::MAX, 2).expect("replay");
+        assert!(rest.complete, "the last event is the bound");
+        assert_eq!(rest.through, 3);
         store.close();
     }
 }

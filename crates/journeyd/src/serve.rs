@@ -55,32 +55,52 @@ impl Drop for AliveGuard {
     }
 }
 
-/// Applies one projector update to what readers see. A change's cached document is dropped
-/// before the change is announced, so a stream client that reads the key on the news reads the
-/// new row. `settled` moves only once a batch's documents are all dropped: `/v1/stream` replays
-/// no further than it, so a resumed client is never told of a change whose old document is
-/// still cached. Only then do the batch's keys stop being read through (`unprojected`), so a
-/// point read never meets the old document either.
-fn publish(
-    update: Update,
-    cache: &ReadCache,
-    settled: &AtomicI64,
-    unprojected: &Unprojected,
-    announce: &mut dyn FnMut(Change),
-) {
-    match update {
-        Update::Changed(c) => {
-            cache.invalidate(c.projection, &c.key);
+/// Applies the projector's updates to what readers see, in the order that keeps readers and
+/// stream clients consistent:
+///
+/// 1. A change's cached document is dropped as soon as the change is reported.
+/// 2. At the batch's end, `settled` moves: `/v1/stream` replays no further than it, so a
+///    resumed client is never told of a change whose old document is still cached.
+/// 3. Then the batch's keys stop being read through (`unprojected`), so a point read never
+///    meets an old document either.
+/// 4. Only then are the batch's changes announced, in `seq` order. A stream client that
+///    subscribes before the announcement gets them live; one that subscribes after it finds
+///    `settled` already past them and replays them. None falls between the two.
+struct Publisher<'a> {
+    cache: &'a ReadCache,
+    settled: &'a AtomicI64,
+    unprojected: &'a Unprojected,
+    /// The current batch's changes, announced at its end.
+    pending: Vec<Change>,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(cache: &'a ReadCache, settled: &'a AtomicI64, unprojected: &'a Unprojected) -> Self {
+        Publisher {
+            cache,
+            settled,
+            unprojected,
+            pending: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, update: Update, announce: &mut dyn FnMut(Change)) {
+        let checkpoint = match update {
+            Update::Changed(c) => {
+                self.cache.invalidate(c.projection, &c.key);
+                self.pending.push(c);
+                return;
+            }
+            Update::Committed { checkpoint } => checkpoint,
+            Update::Resynced { checkpoint } => {
+                self.cache.clear();
+                checkpoint
+            }
+        };
+        self.settled.store(checkpoint, Ordering::SeqCst);
+        self.unprojected.settle(checkpoint);
+        for c in self.pending.drain(..) {
             announce(c);
-        }
-        Update::Committed { checkpoint } => {
-            settled.store(checkpoint, Ordering::SeqCst);
-            unprojected.settle(checkpoint);
-        }
-        Update::Resynced { checkpoint } => {
-            cache.clear();
-            settled.store(checkpoint, Ordering::SeqCst);
-            unprojected.settle(checkpoint);
         }
     }
 }
@@ -303,13 +323,14 @@ pub(crate) fn run(
                         }
                     }
                 };
+                let mut publisher = Publisher::new(&read_cache, &settled, &unprojected);
                 loop {
                     let last_round = stopping.load(Ordering::SeqCst);
                     let mut on_update = |u: Update| {
                         if let Update::Committed { checkpoint } = u {
                             projected(checkpoint);
                         }
-                        publish(u, &read_cache, &settled, &unprojected, &mut |c| {
+                        publisher.apply(u, &mut |c| {
                             let _ = changes.send(c);
                         });
                     };
@@ -465,8 +486,9 @@ mod tests {
     use axum::http::{Method, Request, StatusCode};
     use tower::ServiceExt;
 
-    /// The order that keeps cached reads fresh: a change's document is gone before the change
-    /// is announced, `settled` waits for the batch, and a resync empties the cache.
+    /// The order that keeps cached reads fresh and resumed streams whole: a change's document
+    /// is gone as soon as it is reported, `settled` waits for the batch, and the batch's changes
+    /// are announced after `settled` has moved past them; a resync empties the cache.
     #[test]
     fn a_change_leaves_the_read_cache_before_it_is_announced() {
         use axum::body::Bytes;
@@ -482,27 +504,17 @@ mod tests {
         let settled = AtomicI64::new(3);
         let unprojected = Unprojected::new(3, 10, Default::default());
         unprojected.note(J, "K", 5);
-        let mut announced = Vec::new();
-        let change = Change {
-            projection: J,
-            key: "K".into(),
-            status: None,
-            seq: 5,
+        let mut publisher = Publisher::new(&cache, &settled, &unprojected);
+        let change = |key: &str, seq| {
+            Update::Changed(Change {
+                projection: J,
+                key: key.into(),
+                status: None,
+                seq,
+            })
         };
-        publish(
-            Update::Changed(change),
-            &cache,
-            &settled,
-            &unprojected,
-            &mut |c| {
-                assert!(
-                    cache.get(c.projection, c.key.clone()).is_err(),
-                    "announced while its old document was cached"
-                );
-                announced.push(c.key);
-            },
-        );
-        assert_eq!(announced, ["K"]);
+        publisher.apply(change("K", 5), &mut |_| panic!("not before the batch ends"));
+        assert!(cache.get(J, "K".into()).is_err(), "dropped at once");
         assert!(cache.get(J, "other".into()).is_ok(), "other keys stay");
         assert_eq!(
             settled.load(Ordering::SeqCst),
@@ -513,23 +525,27 @@ mod tests {
             unprojected.contains(J, "K"),
             "read through until the batch ends"
         );
-        publish(
-            Update::Committed { checkpoint: 5 },
-            &cache,
-            &settled,
-            &unprojected,
-            &mut |_| panic!("nothing to announce"),
-        );
-        assert_eq!(settled.load(Ordering::SeqCst), 5);
-        assert!(!unprojected.contains(J, "K"));
+        let mut announced = Vec::new();
+        publisher.apply(Update::Committed { checkpoint: 5 }, &mut |c| {
+            assert_eq!(
+                settled.load(Ordering::SeqCst),
+                5,
+                "announced before a replay would include it"
+            );
+            assert!(
+                !unprojected.contains(J, "K"),
+                "announced while read through"
+            );
+            announced.push(c.key);
+        });
+        assert_eq!(announced, ["K"]);
+        publisher.apply(Update::Committed { checkpoint: 6 }, &mut |_| {
+            panic!("nothing to announce")
+        });
         unprojected.note(J, "L", 8);
-        publish(
-            Update::Resynced { checkpoint: 9 },
-            &cache,
-            &settled,
-            &unprojected,
-            &mut |_| panic!("nothing to announce"),
-        );
+        publisher.apply(Update::Resynced { checkpoint: 9 }, &mut |_| {
+            panic!("nothing to announce")
+        });
         assert!(!unprojected.contains(J, "L"), "a resync settles too");
         assert!(cache.get(J, "other".into()).is_err(), "a resync empties it");
         assert_eq!(settled.load(Ordering::SeqCst), 9);
@@ -643,10 +659,9 @@ mod tests {
 
     /// A catch-up by hand, its updates applied as the daemon's projector thread applies them.
     fn project(runner: &mut Runner, api: &Api) {
+        let mut publisher = Publisher::new(&api.cache, &api.settled, &api.unprojected);
         runner
-            .catch_up_with(&mut |u| {
-                publish(u, &api.cache, &api.settled, &api.unprojected, &mut |_| {});
-            })
+            .catch_up_with(&mut |u| publisher.apply(u, &mut |_| {}))
             .expect("project");
     }
 

@@ -44,7 +44,10 @@ pub struct CatchUp {
 /// What a catch-up reports while it runs, in order (see [`Runner::catch_up_with`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
-    /// A committed batch changed this snapshot.
+    /// A committed batch changed this snapshot. A batch's changes come in `seq` order (for
+    /// the snapshots one event changed: journeys, members, users, resources), so whoever passes
+    /// them on as they come (`/v1/stream`) sends ids that never decrease, and a client resuming
+    /// from the last one it saw has seen every change before it.
     Changed(Change),
     /// A batch committed, and every change it made has been reported: the snapshots are
     /// current up to `checkpoint`, the lowest projection checkpoint.
@@ -507,7 +510,7 @@ impl Runner {
             let u = self.users.fold(&inputs, end, r, c, &mut batch)?;
             let s = self.resources.fold(&inputs, end, r, c, &mut batch)?;
             let rows = batch.rows.len() as u64;
-            let changes: Vec<Change> = batch
+            let mut changes: Vec<Change> = batch
                 .rows
                 .iter()
                 .map(|(projection, row)| Change {
@@ -520,6 +523,9 @@ impl Runner {
                     seq: row.last_seq,
                 })
                 .collect();
+            // The rows are by projection, then by a key's first event: put them in log order
+            // (a stable sort keeps the projections' order for one event).
+            changes.sort_by_key(|c| c.seq);
             match self.writer.project(batch) {
                 Ok(()) => {
                     for c in changes {

@@ -389,6 +389,48 @@ fn resynced(updates: &[Update]) -> bool {
     updates.iter().any(|u| matches!(u, Update::Resynced { .. }))
 }
 
+/// `/v1/stream` sends changes as they are reported, with `id` = `seq`, and a resumed client
+/// replays from the last id it saw: so every batch reports its changes in `seq` order, however
+/// its keys interleave and whichever projections one event changes. Each batch ends with its
+/// `Committed`, and every event's snapshots are reported.
+#[test]
+fn a_batch_reports_its_changes_in_log_order() {
+    let d = db();
+    let mut runner = d.runner(Config {
+        batch_events: 16,
+        ..Config::default()
+    });
+    runner
+        .catch_up()
+        .expect("the first catch-up builds the empty tables");
+    d.append(corpus(60));
+    let reported = updates(&mut runner);
+    let mut batches = 0;
+    let mut last_seq = 0;
+    let mut changed = std::collections::BTreeSet::new();
+    for u in &reported {
+        match u {
+            Update::Changed(c) => {
+                assert!(c.seq >= last_seq, "seq {} reported after {last_seq}", c.seq);
+                last_seq = c.seq;
+                changed.insert((c.projection, c.key.clone()));
+            }
+            Update::Committed { checkpoint } => {
+                assert!(*checkpoint >= last_seq);
+                batches += 1;
+            }
+            Update::Resynced { .. } => {}
+        }
+    }
+    assert!(batches >= 4, "several batches: {batches}");
+    let snapshots: std::collections::BTreeSet<_> = d
+        .snapshots()
+        .into_iter()
+        .flat_map(|(p, rows)| rows.into_iter().map(move |s| (p, s.key)))
+        .collect();
+    assert_eq!(changed, snapshots, "every snapshot was reported");
+}
+
 /// A daemon drops whatever it cached from the snapshot tables on `Resynced`, so it must come
 /// exactly when the tables moved under the runner (by another runner's batch or by a rebuild,
 /// not by the runner's own batches), and before any change read after the move.
