@@ -139,6 +139,25 @@ impl SourceAuth {
             .any(|s| matches!(s, Scheme::StandardWebhooks(_)))
     }
 
+    /// The `WWW-Authenticate` challenges of a 401 (RFC 9110 section 11.6.1): one per configured
+    /// HTTP scheme, `Basic` and `Bearer`. `None` when only Standard Webhooks is configured,
+    /// which has no registered challenge.
+    pub fn challenge(&self) -> Option<axum::http::HeaderValue> {
+        let challenges: Vec<&str> = self
+            .schemes
+            .iter()
+            .filter_map(|s| match s {
+                Scheme::Basic(_) => Some(r#"Basic realm="journeyd", charset="UTF-8""#),
+                Scheme::Bearer(_) => Some(r#"Bearer realm="journeyd""#),
+                Scheme::StandardWebhooks(_) => None,
+            })
+            .collect();
+        if challenges.is_empty() {
+            return None;
+        }
+        axum::http::HeaderValue::from_str(&challenges.join(", ")).ok()
+    }
+
     /// Checks a request's headers and raw body against the configured schemes. `now` is Unix
     /// seconds (time comes in as an argument).
     pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refused> {
@@ -268,6 +287,27 @@ mod tests {
     use http::HeaderValue;
 
     const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    /// A 401 names the HTTP schemes a client can answer, and never a secret.
+    #[test]
+    fn the_challenge_lists_the_http_schemes_configured() {
+        let (basic, bearer, signed) = (
+            || Scheme::basic("mx:pass").expect("basic"),
+            || Scheme::bearer("tok").expect("bearer"),
+            || Scheme::standard_webhooks(VECTOR_SECRET).expect("signed"),
+        );
+        let challenge = |schemes| SourceAuth::new(schemes).challenge();
+        assert_eq!(
+            challenge(vec![basic(), signed(), bearer()]).expect("some"),
+            r#"Basic realm="journeyd", charset="UTF-8", Bearer realm="journeyd""#
+        );
+        assert_eq!(
+            challenge(vec![bearer()]).expect("some"),
+            r#"Bearer realm="journeyd""#
+        );
+        assert_eq!(challenge(vec![signed()]), None);
+        assert_eq!(challenge(vec![]), None);
+    }
     const VECTOR_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
     const VECTOR_TS: i64 = 1_614_265_330;
     const VECTOR_BODY: &[u8] = br#"{"test": 2432232314}"#;

@@ -24,7 +24,7 @@ use events::Source;
 use store::{Quarantined, Submission, WriterHandle};
 use tracing::Instrument;
 
-pub use auth::{Scheme, SourceAuth};
+pub use auth::{Refused, Scheme, SourceAuth};
 pub use metrics::IngestMetrics;
 
 /// Bodies larger than this are parsed on the blocking pool rather than an async worker.
@@ -149,11 +149,7 @@ async fn receive_in_span(
         && let Err(refused) = auth.check(&headers, &[], now_ms / 1000)
     {
         tracing::info!(reason = %refused, "refused");
-        return closing(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &refused.to_string(),
-        ));
+        return closing(unauthorized(auth, &refused));
     }
     let bytes = match read_body(body, ingest.max_body).await {
         Ok(b) => b,
@@ -163,13 +159,24 @@ async fn receive_in_span(
         && let Err(refused) = auth.check(&headers, &bytes, now_ms / 1000)
     {
         tracing::info!(reason = %refused, "refused");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &refused.to_string(),
-        );
+        return unauthorized(auth, &refused);
     }
     store_body(ingest, source, &headers, id, now_ms, bytes).await
+}
+
+/// A 401 with the JSON error and the challenges of the configured schemes.
+pub fn unauthorized(auth: &SourceAuth, refused: &Refused) -> Response {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &refused.to_string(),
+    );
+    if let Some(challenge) = auth.challenge() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 /// Marks an answer given before the request's body was read to its end. hyper closes such a

@@ -176,6 +176,10 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
     let refused = app.clone().oneshot(post(BODY)).await.expect("response");
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(refused.headers()["connection"], "close");
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        r#"Bearer realm="journeyd""#
+    );
     let accepted = app
         .clone()
         .oneshot(

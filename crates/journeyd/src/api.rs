@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -88,6 +88,36 @@ impl ReaderPool {
             ))),
         }
     }
+}
+
+/// A route's path parameters, read as `Path` reads them but refused with the JSON error:
+/// `Path`'s own rejection (a key that is not UTF-8 once percent-decoded, say) is plain text.
+pub(crate) struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Params(v))
+            .map_err(|e| ApiError::bad_request(&e.body_text()))
+    }
+}
+
+/// The answer to a path no route matches: the JSON error, as everywhere else, with its own
+/// code, so that a wrong address is not taken for an unknown key (`not_found`).
+pub(crate) async fn no_route() -> Response {
+    error(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+/// The answer to a method a route does not take (its `Allow` header says which it does).
+pub(crate) async fn no_method() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// An error answered as `{"error": {"code", "message"}}`. Internal details are logged here,
@@ -177,11 +207,7 @@ async fn require_token(State(api): State<Arc<Api>>, request: Request, next: Next
     if let Some(auth) = &api.token
         && let Err(refused) = auth.check(request.headers(), &[], 0)
     {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &refused.to_string(),
-        );
+        return ingest::unauthorized(auth, &refused);
     }
     next.run(request).await
 }
@@ -287,25 +313,28 @@ fn json_bytes(bytes: impl Into<Bytes>) -> Response {
 
 async fn journey(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    Params(id): Params<String>,
 ) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Journeys, id, "journey").await
 }
 
 async fn member(
     State(api): State<Arc<Api>>,
-    Path(guid): Path<String>,
+    Params(guid): Params<String>,
 ) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Members, guid, "member").await
 }
 
-async fn user(State(api): State<Arc<Api>>, Path(guid): Path<String>) -> Result<Response, ApiError> {
+async fn user(
+    State(api): State<Arc<Api>>,
+    Params(guid): Params<String>,
+) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Users, guid, "user").await
 }
 
 async fn resource(
     State(api): State<Arc<Api>>,
-    Path((resource_type, guid)): Path<(String, String)>,
+    Params((resource_type, guid)): Params<(String, String)>,
 ) -> Result<Response, ApiError> {
     snapshot(
         &api,
@@ -441,7 +470,7 @@ async fn events(
 
 async fn journey_events(
     State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
+    Params(id): Params<String>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;

@@ -1,6 +1,8 @@
 //! `GET /openapi.json`: the HTTP interface as OpenAPI 3.1, built here from one table of routes.
-//! A test requests every route in the table from the real router and fails if one is missing
-//! or if the router answers a route the table does not list, so the two cannot drift.
+//! A test (`every_documented_operation_is_a_real_route`) requests every operation in the table
+//! from the real router and fails if one is not routed or answers a status the table does not
+//! list, and compares the table with every `.route(...)` in the source, so the two cannot
+//! drift.
 
 use serde_json::{Value, json};
 
@@ -244,6 +246,22 @@ pub(crate) fn document() -> String {
             json!({"summary": op.summary, "parameters": params, "responses": responses});
         if op.path.starts_with("/v1/") {
             operation["security"] = json!([{"apiToken": []}, {}]);
+            responses.insert(
+                "401".into(),
+                json!({"description": "--api-token is set and the request does not carry it", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+            );
+            operation["responses"] = Value::Object(responses.clone());
+        }
+        if op.method == "get" {
+            let mut all = operation["responses"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            all.insert(
+                "500".into(),
+                json!({"description": "The database could not be read; details are in the daemon's log", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+            );
+            operation["responses"] = Value::Object(all);
         }
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         entry[op.method] = operation;
