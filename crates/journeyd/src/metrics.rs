@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     requests: Family<RouteLabels, Counter>,
     commit_events: Histogram,
     commit_seconds: Histogram,
+    derived_commit_seconds: Histogram,
     lag: Gauge,
     checkpoint: Gauge,
     cache_keys: Family<ProjectionLabels, Gauge>,
@@ -75,8 +76,14 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "journeyd_commit_seconds",
-            "Writer transaction time, BEGIN to COMMIT (fsync included)",
+            "Time of writer transactions that append (webhooks, imports), BEGIN to COMMIT, fsync included",
             commit_seconds.clone(),
+        );
+        let derived_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "journeyd_derived_commit_seconds",
+            "Time of writer transactions that append nothing (projector batches, rebuilds), BEGIN to COMMIT, without fsync",
+            derived_commit_seconds.clone(),
         );
         let lag = Gauge::default();
         registry.register(
@@ -155,6 +162,7 @@ impl Metrics {
             requests,
             commit_events,
             commit_seconds,
+            derived_commit_seconds,
             lag,
             checkpoint,
             cache_keys,
@@ -183,7 +191,14 @@ impl Metrics {
         if c.events_new > 0 {
             self.commit_events.observe(c.events_new as f64);
         }
-        self.commit_seconds.observe(c.duration.as_secs_f64());
+        // A group with a submission appended (and fsynced); the others only wrote what the
+        // log derives, with synchronous=NORMAL (decision 0007).
+        let histogram = if c.submissions > 0 {
+            &self.commit_seconds
+        } else {
+            &self.derived_commit_seconds
+        };
+        histogram.observe(c.duration.as_secs_f64());
     }
 
     pub(crate) fn projector(
@@ -252,4 +267,41 @@ pub(crate) async fn track(
         })
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `journeyd_commit_seconds` is what a webhook waits for: only transactions that append
+    /// (and fsync). The projector's transactions go to their own histogram.
+    #[test]
+    fn appending_and_derived_commits_are_timed_apart() {
+        let metrics = Metrics::new();
+        let commit = |submissions, events_new| CommitInfo {
+            head: 1,
+            jobs: 1,
+            submissions,
+            events_new,
+            events_duplicate: 0,
+            quarantined: 0,
+            duration: std::time::Duration::from_millis(2),
+        };
+        metrics.commit(&commit(3, 3));
+        metrics.commit(&commit(1, 0)); // duplicates only: appended nothing new, still synced
+        for _ in 0..4 {
+            metrics.commit(&commit(0, 0)); // projector batches
+        }
+        let text = metrics.encode();
+        let count = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(&format!("{name}_count "))?
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        assert_eq!(count("journeyd_commit_seconds"), Some(2), "{text}");
+        assert_eq!(count("journeyd_derived_commit_seconds"), Some(4), "{text}");
+        assert_eq!(count("journeyd_commit_events"), Some(1), "{text}");
+    }
 }
