@@ -1,7 +1,7 @@
 //! `journeyd serve` driven over HTTP, as providers, dashboards and operators would.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -851,22 +851,124 @@ fn while_projection_fails_point_reads_fold_the_log_and_readyz_says_so() {
     assert_eq!(stored, 3);
 }
 
+/// DESIGN section 9: SIGTERM drains in-flight requests, lets the projector catch up and exits
+/// 0 within 10 seconds. The signal comes while four clients are posting: every delivery that
+/// got its 204 is in the log, and the snapshots are at the head.
 #[test]
 fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
     let j = journeyd();
     let d = j.serve(&[]);
-    for n in 0..60 {
-        assert_eq!(d.post(MJ, mj_event(n % 9, n).as_bytes(), &[]).status, 204);
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let posters: Vec<_> = (0..4)
+        .map(|t| {
+            let (url, acknowledged, stop) =
+                (d.url.clone(), Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let journey = 1000 * (t + 1) + n;
+                    let sent = agent
+                        .post(format!("{url}{MJ}"))
+                        .send(mj_event(journey, 0).as_bytes());
+                    match sent {
+                        Ok(r) if r.status() == 204 => {
+                            acknowledged
+                                .lock()
+                                .expect("lock")
+                                .push(format!("J-{journey}"));
+                        }
+                        // Refused or cut off once the daemon stops taking requests.
+                        _ => break,
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // Let the posters get going, then stop the daemon under them.
+    while acknowledged.lock().expect("lock").len() < 100 {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let started = Instant::now();
     assert_eq!(d.terminate(Duration::from_secs(10)), Some(0), "exit status");
     assert!(started.elapsed() < Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for p in posters {
+        p.join().expect("poster");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
     let stats = j.json(&["stats"]);
-    assert_eq!(stats["events"], 60);
     assert_eq!(
         stats["projector"]["lag"], 0,
         "projected to the head before exiting"
     );
+    let logged: BTreeSet<String> = j
+        .log()
+        .iter()
+        .filter_map(|e| e["keys"]["correlation_id"].as_str().map(str::to_owned))
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|k| !logged.contains(*k))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
+    assert_eq!(
+        stats["journeys"]["total"].as_u64(),
+        Some(logged.len() as u64),
+        "every logged journey is projected"
+    );
+}
+
+/// A SIGTERM while the daemon is still catching its projections up at start-up (here, building
+/// them from a 20,000-event log) ends it at once with status 0; the next start does the work.
+#[test]
+fn sigterm_during_the_start_up_catch_up_exits_0_and_the_next_start_finishes_it() {
+    use std::io::BufRead;
+    let j = journeyd();
+    let lines: Vec<String> = (0..20_000).map(|n| mj_event(n % 2_000, n)).collect();
+    let file = j.write("log.ndjson", lines.join("\n").as_bytes());
+    j.run(&["import", "--no-project", tests::arg(&file)])
+        .success();
+    let logged = j.json(&["stats"])["events"].as_u64().expect("events");
+    let mut child = j
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("JOURNEYD_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut log = String::new();
+    // The last line before the start-up catch-up (no --api-token is given).
+    while !log.contains("no --api-token") {
+        assert_ne!(stderr.read_line(&mut log).expect("read"), 0, "{log}");
+    }
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    let _ = stderr.read_to_string(&mut log);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{log}");
+    assert!(
+        !log.contains("listening on"),
+        "stopped before serving: {log}"
+    );
+    assert!(log.contains("stopped during start-up"), "{log}");
+    // The next start builds what the first did not.
+    let d = j.serve(&[]);
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(stats["events"].as_u64(), Some(logged));
+    assert_eq!(stats["projector"]["lag"], 0);
+    assert_eq!(stats["journeys"]["total"], 2_000);
 }
 
 #[test]

@@ -71,7 +71,9 @@ impl Journeyd {
         self.dir.path()
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// `journeyd --db DB ARGS` in the test's directory, with no `JOURNEYD_*` variable from the
+    /// environment but `synchronous=normal`.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.exe);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("JOURNEYD_") {
