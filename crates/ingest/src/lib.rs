@@ -251,13 +251,11 @@ async fn store_body(
     } else {
         match tokio::task::spawn_blocking(split).await {
             Ok(done) => done,
+            // The runtime is stopping (the parser itself cannot panic its way here: it runs
+            // under catch_unwind). Nothing was stored: the provider retries.
             Err(e) => {
                 tracing::error!(error = %e, "parsing task failed");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                );
+                return unavailable("the daemon is stopping; retry");
             }
         }
     };

@@ -38,7 +38,8 @@ pub(crate) struct Cli {
     pub(crate) synchronous: Synchronous,
 
     /// Stage names that complete a journey, comma-separated. Changing the set rebuilds the
-    /// journeys projection at the next write.
+    /// journeys projection the next time journeyd projects (`serve` at start-up, `import`,
+    /// `rebuild`).
     #[arg(
         long,
         global = true,
@@ -61,7 +62,7 @@ pub(crate) struct Cli {
 
     /// Log filter for stderr (`warn`, `info`, `journeyd=debug,store=trace`, ...). Default:
     /// `info` for `serve`, `warn` for the other commands.
-    #[arg(long, global = true, env = "JOURNEYD_LOG")]
+    #[arg(long, global = true, env = "JOURNEYD_LOG", value_parser = parse_log_filter)]
     pub(crate) log_level: Option<String>,
 
     /// Log format on stderr: `text` for people, `json` for machines (one object per line).
@@ -148,7 +149,7 @@ pub(crate) struct ServeArgs {
         value_name = "USER:PASS",
         hide_env_values = true
     )]
-    pub(crate) mx_basic_auth: Option<String>,
+    pub(crate) mx_basic_auth: Option<Redacted>,
     /// MX: accept this static bearer token.
     #[arg(
         long,
@@ -156,7 +157,7 @@ pub(crate) struct ServeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub(crate) mx_bearer_token: Option<String>,
+    pub(crate) mx_bearer_token: Option<Redacted>,
     /// MX: accept Standard Webhooks signatures made with this secret.
     #[arg(
         long,
@@ -164,7 +165,7 @@ pub(crate) struct ServeArgs {
         value_name = "whsec_...",
         hide_env_values = true
     )]
-    pub(crate) mx_webhook_secret: Option<String>,
+    pub(crate) mx_webhook_secret: Option<Redacted>,
 
     /// Mobile Journeys: accept HTTP Basic with these credentials.
     #[arg(
@@ -173,7 +174,7 @@ pub(crate) struct ServeArgs {
         value_name = "USER:PASS",
         hide_env_values = true
     )]
-    pub(crate) mobile_journeys_basic_auth: Option<String>,
+    pub(crate) mobile_journeys_basic_auth: Option<Redacted>,
     /// Mobile Journeys: accept this static bearer token.
     #[arg(
         long,
@@ -181,7 +182,7 @@ pub(crate) struct ServeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub(crate) mobile_journeys_bearer_token: Option<String>,
+    pub(crate) mobile_journeys_bearer_token: Option<Redacted>,
     /// Mobile Journeys: accept Standard Webhooks signatures made with this secret.
     #[arg(
         long,
@@ -189,7 +190,7 @@ pub(crate) struct ServeArgs {
         value_name = "whsec_...",
         hide_env_values = true
     )]
-    pub(crate) mobile_journeys_webhook_secret: Option<String>,
+    pub(crate) mobile_journeys_webhook_secret: Option<Redacted>,
 
     /// Require `Authorization: Bearer TOKEN` on the read API (`/v1/...`).
     #[arg(
@@ -198,7 +199,7 @@ pub(crate) struct ServeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub(crate) api_token: Option<String>,
+    pub(crate) api_token: Option<Redacted>,
 
     /// The largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "JOURNEYD_MAX_BODY", default_value_t = 1024 * 1024, value_name = "BYTES")]
@@ -224,6 +225,31 @@ pub(crate) struct ServeArgs {
     pub(crate) read_cache_mib: usize,
 }
 
+/// A credential from the command line or the environment. `Debug` shows `[redacted]`, so the
+/// parsed arguments can be logged or printed whole without a secret in them.
+#[derive(Clone)]
+pub(crate) struct Redacted(String);
+
+impl Redacted {
+    /// The value itself, for the one place that needs it: building the auth schemes.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Redacted(s.to_owned()))
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ImportArgs {
     /// Which provider the bodies are from. Without it, each body's source is detected from its
@@ -234,7 +260,7 @@ pub(crate) struct ImportArgs {
 
     /// Append only, without bringing the snapshots up to date. For bulk backfills: import many
     /// files, then project once (the next import, `serve` or `rebuild` catches up).
-    #[arg(long)]
+    #[arg(long, env = "JOURNEYD_IMPORT_NO_PROJECT")]
     pub(crate) no_project: bool,
 
     /// Files to import; `-` reads NDJSON from stdin.
@@ -299,6 +325,13 @@ fn parse_synchronous(s: &str) -> Result<Synchronous, String> {
     s.parse()
 }
 
+/// A log filter `tracing_subscriber` accepts; anything else is bad usage, not a quiet `warn`.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a log filter: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +340,45 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The parsed command line can be printed whole: no credential shows.
+    #[test]
+    fn credentials_never_show_in_the_parsed_arguments() {
+        let secrets = [
+            ("--mx-basic-auth", "mx:hunter2-basic"),
+            ("--mx-bearer-token", "hunter2-mx-token"),
+            ("--mx-webhook-secret", "whsec_aHVudGVyMi1teA=="),
+            ("--mobile-journeys-basic-auth", "mj:hunter2-basic"),
+            ("--mobile-journeys-bearer-token", "hunter2-mj-token"),
+            ("--mobile-journeys-webhook-secret", "whsec_aHVudGVyMi1tag=="),
+            ("--api-token", "hunter2-api"),
+        ];
+        let mut args = vec!["journeyd", "serve"];
+        for (flag, value) in &secrets {
+            args.extend([*flag, *value]);
+        }
+        let cli = Cli::try_parse_from(args).expect("parses");
+        let shown = format!("{cli:?}");
+        for (flag, value) in secrets {
+            assert!(!shown.contains(value), "{flag} shows: {shown}");
+        }
+        assert_eq!(shown.matches("[redacted]").count(), 7, "{shown}");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(
+            serve.api_token.as_ref().map(Redacted::expose),
+            Some("hunter2-api")
+        );
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_bad_usage() {
+        let parsed =
+            |filter: &str| Cli::try_parse_from(["journeyd", "--log-level", filter, "stats"]);
+        assert!(parsed("journeyd=debug,store=info").is_ok());
+        let bad = parsed("journeyd=loud").expect_err("refused");
+        assert_eq!(bad.exit_code(), 2);
     }
 }

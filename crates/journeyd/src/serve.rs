@@ -20,7 +20,7 @@ use store::{Options, Store, Synchronous};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::{Api, ReaderPool};
-use crate::cli::ServeArgs;
+use crate::cli::{Redacted, ServeArgs};
 use crate::metrics::Metrics;
 use crate::read_cache::ReadCache;
 use crate::unprojected::Unprojected;
@@ -181,20 +181,22 @@ fn lock(db: &Path) -> anyhow::Result<File> {
 
 fn source_auth(
     source: &str,
-    basic: &Option<String>,
-    bearer: &Option<String>,
-    secret: &Option<String>,
+    basic: &Option<Redacted>,
+    bearer: &Option<Redacted>,
+    secret: &Option<Redacted>,
 ) -> anyhow::Result<SourceAuth> {
     let mut schemes = Vec::new();
     if let Some(b) = basic {
-        schemes.push(Scheme::basic(b).with_context(|| format!("--{source}-basic-auth"))?);
+        schemes.push(Scheme::basic(b.expose()).with_context(|| format!("--{source}-basic-auth"))?);
     }
     if let Some(t) = bearer {
-        schemes.push(Scheme::bearer(t).with_context(|| format!("--{source}-bearer-token"))?);
+        schemes
+            .push(Scheme::bearer(t.expose()).with_context(|| format!("--{source}-bearer-token"))?);
     }
     if let Some(s) = secret {
         schemes.push(
-            Scheme::standard_webhooks(s).with_context(|| format!("--{source}-webhook-secret"))?,
+            Scheme::standard_webhooks(s.expose())
+                .with_context(|| format!("--{source}-webhook-secret"))?,
         );
     }
     Ok(SourceAuth::new(schemes))
@@ -220,7 +222,7 @@ pub(crate) fn run(
     )?;
     let token = match &args.api_token {
         Some(t) => Some(SourceAuth::new(vec![
-            Scheme::bearer(t).context("--api-token")?,
+            Scheme::bearer(t.expose()).context("--api-token")?,
         ])),
         None => None,
     };
