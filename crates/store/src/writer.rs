@@ -425,23 +425,36 @@ fn run(
                 Err(_) => break,
             }
         }
-        // Snapshots and rebuilds are derived from the log: a group with nothing appended need not
-        // wait for fsync. The next group that appends syncs the WAL, and with it everything
-        // committed before (decision 0007).
-        let derived_only = group.iter().all(|j| !matches!(j.work, Work::Append(_)));
-        let relax = sync == Synchronous::Full && derived_only;
-        if relax && let Err(e) = set_synchronous(&conn, "PRAGMA synchronous = NORMAL") {
-            tracing::warn!(error = %e, "could not relax synchronous for a derived-only group");
-        }
-        commit_group(&mut conn, group, hook.as_ref());
-        if relax && let Err(e) = set_synchronous(&conn, "PRAGMA synchronous = FULL") {
-            // Never leave appends less durable than configured: stop writing instead.
-            tracing::error!(error = %e, "could not restore synchronous=FULL; the writer stops");
+        if !commit_round(&mut conn, group, hook.as_ref(), sync) {
             break;
         }
     }
     // Dropping `rx` here makes every later send answer WriterStopped.
     tracing::debug!("writer stopped");
+}
+
+/// Commits one group. Snapshots and rebuilds are derived from the log: a group with nothing
+/// appended need not wait for fsync, so under `synchronous=FULL` it commits with `NORMAL`. The
+/// next group that appends syncs the WAL, and with it everything committed before (decision
+/// 0007). `FULL` is restored after the group; if that fails, this answers `false` and the
+/// writer stops, rather than acknowledge an append less durably than configured.
+fn commit_round(
+    conn: &mut Connection,
+    group: Vec<Job>,
+    hook: Option<&CommitHook>,
+    sync: Synchronous,
+) -> bool {
+    let derived_only = group.iter().all(|j| !matches!(j.work, Work::Append(_)));
+    let relax = sync == Synchronous::Full && derived_only;
+    if relax && let Err(e) = set_synchronous(conn, "PRAGMA synchronous = NORMAL") {
+        tracing::warn!(error = %e, "could not relax synchronous for a derived-only group");
+    }
+    commit_group(conn, group, hook);
+    if relax && let Err(e) = set_synchronous(conn, "PRAGMA synchronous = FULL") {
+        tracing::error!(error = %e, "could not restore synchronous=FULL; the writer stops");
+        return false;
+    }
+    true
 }
 
 /// Runs one of the two `synchronous` pragmas. Not from the statement cache: SQLite applies a
@@ -711,18 +724,52 @@ fn append_events(
 mod tests {
     use super::*;
 
+    /// Whatever a group wrote, the connection is back at the configured level before the next
+    /// group, which may append: a derived-only group relaxes `FULL` for its own commit only.
+    /// (The relaxing itself only saves an fsync and is not observed here.)
     #[test]
-    fn the_synchronous_pragmas_switch_back_and_forth() {
-        let conn = Connection::open_in_memory().expect("open");
+    fn after_any_group_the_writer_is_back_at_the_configured_synchronous_level() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrations().to_latest(&mut conn).expect("schema");
         let level = |c: &Connection| -> i64 {
             c.query_row("PRAGMA synchronous", [], |r| r.get(0))
                 .expect("read")
         };
-        for _ in 0..2 {
-            set_synchronous(&conn, "PRAGMA synchronous = NORMAL").expect("relax");
-            assert_eq!(level(&conn), 1);
-            set_synchronous(&conn, "PRAGMA synchronous = FULL").expect("restore");
-            assert_eq!(level(&conn), 2);
+        let (full, normal) = (2, 1);
+        let during = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let group = |work: Work| {
+            let during = std::sync::Arc::clone(&during);
+            vec![Job::new(
+                work,
+                Box::new(move |answer: Result<Answer>| {
+                    during.lock().expect("lock").push(answer.is_ok());
+                }),
+            )]
+        };
+        for (configured, start) in [(Synchronous::Full, full), (Synchronous::Normal, normal)] {
+            set_synchronous(
+                &conn,
+                if start == full {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                },
+            )
+            .expect("set");
+            for work in [
+                Work::Project(ProjectBatch::default()),
+                Work::RebuildBegin(Projection::Users),
+                Work::Append(Vec::new()),
+            ] {
+                let name = format!("{work:?}");
+                assert!(commit_round(&mut conn, group(work), None, configured));
+                assert_eq!(level(&conn), start, "{configured:?} after {name}");
+            }
         }
+        assert_eq!(
+            *during.lock().expect("lock"),
+            [true; 6],
+            "every group committed"
+        );
     }
 }
