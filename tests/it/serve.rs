@@ -577,10 +577,13 @@ fn a_resumed_stream_misses_no_change_however_a_batch_interleaves_keys() {
     for cut in [1, live.len() / 3, live.len() / 2, live.len() - 1] {
         let seen = live[cut].0;
         let mut resumed = sse(&d, Some(seen));
-        let replayed: BTreeSet<(String, String)> = messages(&mut resumed, reached)
-            .into_iter()
-            .map(|(_, e, k)| (e, k))
-            .collect();
+        let resumed = messages(&mut resumed, reached);
+        assert!(
+            resumed.iter().all(|(id, _, _)| *id >= seen),
+            "resumed at {seen}, the replay starts there: {resumed:?}"
+        );
+        let replayed: BTreeSet<(String, String)> =
+            resumed.into_iter().map(|(_, e, k)| (e, k)).collect();
         for (id, e, k) in &live[cut..] {
             assert!(
                 replayed.contains(&(e.clone(), k.clone())),
@@ -922,6 +925,38 @@ fn sigterm_finishes_in_flight_work_projects_to_the_head_and_exits_0() {
         Some(logged.len() as u64),
         "every logged journey is projected"
     );
+}
+
+/// A second SIGTERM does not wait for the graceful stop: with a request still in flight (its
+/// body half sent), the first signal waits for it, the second exits at once with status 1.
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    write!(
+        slow,
+        "POST {MJ} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
+    )
+    .expect("send");
+    slow.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = d.pid().to_string();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    term();
+    let code = d.terminate(Duration::from_secs(3));
+    assert_eq!(code, Some(1), "the second signal's exit");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(slow);
 }
 
 /// A SIGTERM while the daemon is still catching its projections up at start-up (here, building

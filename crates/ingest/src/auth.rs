@@ -139,17 +139,18 @@ impl SourceAuth {
             .any(|s| matches!(s, Scheme::StandardWebhooks(_)))
     }
 
-    /// The `WWW-Authenticate` challenges of a 401 (RFC 9110 section 11.6.1): one per configured
-    /// HTTP scheme, `Basic` and `Bearer`. `None` when only Standard Webhooks is configured,
-    /// which has no registered challenge.
+    /// The `WWW-Authenticate` challenges of a 401 (RFC 9110 section 11.6.1, which asks for at
+    /// least one): one per configured scheme. Standard Webhooks has no registered scheme name;
+    /// its challenge, `StandardWebhooks`, only names it, and clients that do not know it
+    /// ignore it. `None` when nothing is configured (nothing is refused then).
     pub fn challenge(&self) -> Option<axum::http::HeaderValue> {
         let challenges: Vec<&str> = self
             .schemes
             .iter()
-            .filter_map(|s| match s {
-                Scheme::Basic(_) => Some(r#"Basic realm="journeyd", charset="UTF-8""#),
-                Scheme::Bearer(_) => Some(r#"Bearer realm="journeyd""#),
-                Scheme::StandardWebhooks(_) => None,
+            .map(|s| match s {
+                Scheme::Basic(_) => r#"Basic realm="journeyd", charset="UTF-8""#,
+                Scheme::Bearer(_) => r#"Bearer realm="journeyd""#,
+                Scheme::StandardWebhooks(_) => r#"StandardWebhooks realm="journeyd""#,
             })
             .collect();
         if challenges.is_empty() {
@@ -288,7 +289,7 @@ mod tests {
 
     const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-    /// A 401 names the HTTP schemes a client can answer, and never a secret.
+    /// A 401 names the schemes a client can answer, and never a secret.
     #[test]
     fn the_challenge_lists_the_http_schemes_configured() {
         let (basic, bearer, signed) = (
@@ -299,13 +300,16 @@ mod tests {
         let challenge = |schemes| SourceAuth::new(schemes).challenge();
         assert_eq!(
             challenge(vec![basic(), signed(), bearer()]).expect("some"),
-            r#"Basic realm="journeyd", charset="UTF-8", Bearer realm="journeyd""#
+            r#"Basic realm="journeyd", charset="UTF-8", StandardWebhooks realm="journeyd", Bearer realm="journeyd""#
         );
         assert_eq!(
             challenge(vec![bearer()]).expect("some"),
             r#"Bearer realm="journeyd""#
         );
-        assert_eq!(challenge(vec![signed()]), None);
+        assert_eq!(
+            challenge(vec![signed()]).expect("some"),
+            r#"StandardWebhooks realm="journeyd""#
+        );
         assert_eq!(challenge(vec![]), None);
     }
     const VECTOR_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";

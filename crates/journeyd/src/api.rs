@@ -157,7 +157,9 @@ impl IntoResponse for ApiError {
 pub(crate) struct Api {
     pub(crate) pool: Arc<ReaderPool>,
     pub(crate) token: Option<ingest::SourceAuth>,
-    pub(crate) changes: broadcast::Sender<Change>,
+    pub(crate) changes: broadcast::Sender<Announcement>,
+    /// At most this many log events are replayed per `/v1/stream` request ([`MAX_REPLAY`]).
+    pub(crate) replay_events: usize,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) projector_alive: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
@@ -541,7 +543,22 @@ async fn openapi() -> Response {
 
 /// At most this many log events are replayed per request; a client further behind gets the
 /// rest on its next connection (see [`stream_changes`]).
-const MAX_REPLAY: usize = 10_000;
+pub(crate) const MAX_REPLAY: usize = 10_000;
+
+/// What the projector thread tells live `/v1/stream` responses.
+#[derive(Debug, Clone)]
+pub(crate) enum Announcement {
+    /// A snapshot changed (a batch's changes come in `seq` order, after `settled` moved).
+    Change(Change),
+    /// The tables moved under the projector: another process's `import` folded events, or its
+    /// `rebuild` swapped tables in. Their changes were not announced, so live responses end,
+    /// and clients resume from their last id through the replay.
+    Resynced,
+}
+
+/// How long an `EventSource` waits before it reconnects (sent with the end of a cut-short
+/// replay): short, so that a client far behind catches up in quick steps.
+const RECONNECT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a resumed stream replays from the log.
 struct Replay {
@@ -612,8 +629,14 @@ fn sse_event(c: &Change) -> SseEvent {
 /// `GET /v1/stream`. With `Last-Event-ID: N`, it first replays from the log the changes of the
 /// events from `N` on: those at `N` again, because one event can change several snapshots
 /// under the one id, and the client cannot say which of them it saw. So a resumed client sees
-/// every change at least once. A client more than [`MAX_REPLAY`] events behind gets that many,
-/// and then the stream ends: its reconnect, with the last id it saw, continues the replay.
+/// every change at least once. Then it goes on live. The response ends, for the client to
+/// reconnect with its last id and be replayed what it would otherwise miss, when:
+///
+/// - the replay stopped at [`Api::replay_events`] events: its last message is then an `id:`
+///   alone, the last event replayed, so that the client moves on even past events that changed
+///   nothing, and a `retry:` of [`RECONNECT`];
+/// - the client fell so far behind that the broadcast dropped changes for it (`Lagged`);
+/// - another process moved the tables ([`Announcement::Resynced`]).
 async fn stream_changes(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -629,9 +652,8 @@ async fn stream_changes(
     let replayed = match last {
         Some(n) => {
             let settled = api.settled.load(Ordering::SeqCst);
-            api.pool
-                .run(move |r| replay(r, n, settled, MAX_REPLAY))
-                .await?
+            let max = api.replay_events;
+            api.pool.run(move |r| replay(r, n, settled, max)).await?
         }
         None => Replay {
             changes: Vec::new(),
@@ -642,20 +664,23 @@ async fn stream_changes(
     let through = replayed.through;
     let missed = stream::iter(replayed.changes.into_iter().map(|c| Ok(sse_event(&c))));
     if !replayed.complete {
-        return Ok(sse(missed.boxed()));
+        let resume = SseEvent::default().id(through.to_string()).retry(RECONNECT);
+        return Ok(sse(missed
+            .chain(stream::once(async move { Ok(resume) }))
+            .boxed()));
     }
     let mut shutdown = api.shutdown.clone();
     let ended = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let live = live.filter_map(move |c| async move {
-        match c {
-            Ok(c) if c.seq > through => Some(Ok(sse_event(&c))),
-            // Replayed already; or too slow a client skipped ahead, and can resume with
-            // Last-Event-ID.
-            _ => None,
-        }
-    });
+    let live = live
+        .take_while(|a| std::future::ready(matches!(a, Ok(Announcement::Change(_)))))
+        .filter_map(move |a| async move {
+            match a {
+                Ok(Announcement::Change(c)) if c.seq > through => Some(Ok(sse_event(&c))),
+                _ => None, // replayed already
+            }
+        });
     Ok(sse(missed.chain(live).take_until(ended).boxed()))
 }
 

@@ -76,7 +76,7 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "journeyd_commit_seconds",
-            "Time of writer transactions that append (webhooks, imports), BEGIN to COMMIT, fsync included",
+            "Time of writer transactions that append (webhooks, imports), BEGIN to COMMIT, fsync included under synchronous=full",
             commit_seconds.clone(),
         );
         let derived_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
@@ -191,9 +191,9 @@ impl Metrics {
         if c.events_new > 0 {
             self.commit_events.observe(c.events_new as f64);
         }
-        // A group with a submission appended (and fsynced); the others only wrote what the
-        // log derives, with synchronous=NORMAL (decision 0007).
-        let histogram = if c.submissions > 0 {
+        // A group that appended (fsynced under synchronous=full); the others only wrote what
+        // the log derives, with synchronous=NORMAL (decision 0007).
+        let histogram = if c.appends > 0 {
             &self.commit_seconds
         } else {
             &self.derived_commit_seconds
@@ -278,17 +278,18 @@ mod tests {
     #[test]
     fn appending_and_derived_commits_are_timed_apart() {
         let metrics = Metrics::new();
-        let commit = |submissions, events_new| CommitInfo {
+        let commit = |appends, events_new| CommitInfo {
             head: 1,
             jobs: 1,
-            submissions,
+            appends,
+            submissions: appends,
             events_new,
             events_duplicate: 0,
             quarantined: 0,
             duration: std::time::Duration::from_millis(2),
         };
         metrics.commit(&commit(3, 3));
-        metrics.commit(&commit(1, 0)); // duplicates only: appended nothing new, still synced
+        metrics.commit(&commit(1, 0)); // duplicates only, or the empty flush: still synced
         for _ in 0..4 {
             metrics.commit(&commit(0, 0)); // projector batches
         }

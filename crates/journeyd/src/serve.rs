@@ -19,7 +19,7 @@ use projector::{Change, Runner, Update};
 use store::{Options, Store, Synchronous};
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{Api, ReaderPool};
+use crate::api::{Announcement, Api, MAX_REPLAY, ReaderPool};
 use crate::cli::{Redacted, ServeArgs};
 use crate::metrics::Metrics;
 use crate::read_cache::ReadCache;
@@ -69,6 +69,8 @@ impl Drop for AliveGuard {
 /// 4. Only then are the batch's changes announced, in `seq` order. A stream client that
 ///    subscribes before the announcement gets them live; one that subscribes after it finds
 ///    `settled` already past them and replays them. None falls between the two.
+/// 5. A resync (tables moved by another process, whose changes nobody announced) is announced
+///    too: live streams end, and their clients resume through the replay.
 struct Publisher<'a> {
     cache: &'a ReadCache,
     settled: &'a AtomicI64,
@@ -87,23 +89,26 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    fn apply(&mut self, update: Update, announce: &mut dyn FnMut(Change)) {
-        let checkpoint = match update {
+    fn apply(&mut self, update: Update, announce: &mut dyn FnMut(Announcement)) {
+        let (checkpoint, resynced) = match update {
             Update::Changed(c) => {
                 self.cache.invalidate(c.projection, &c.key);
                 self.pending.push(c);
                 return;
             }
-            Update::Committed { checkpoint } => checkpoint,
+            Update::Committed { checkpoint } => (checkpoint, false),
             Update::Resynced { checkpoint } => {
                 self.cache.clear();
-                checkpoint
+                (checkpoint, true)
             }
         };
         self.settled.store(checkpoint, Ordering::SeqCst);
         self.unprojected.settle(checkpoint);
         for c in self.pending.drain(..) {
-            announce(c);
+            announce(Announcement::Change(c));
+        }
+        if resynced {
+            announce(Announcement::Resynced);
         }
     }
 }
@@ -301,7 +306,7 @@ pub(crate) fn run(
         UNPROJECTED_KEYS,
         metrics.unprojected_dropped.clone(),
     ));
-    let (changes, _) = broadcast::channel::<Change>(4096);
+    let (changes, _) = broadcast::channel::<Announcement>(4096);
     let (stop_tx, stop_rx) = watch::channel(false);
     let projector_alive = Arc::new(AtomicBool::new(true));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -350,7 +355,9 @@ pub(crate) fn run(
                     let result = if last_round {
                         runner.catch_up_until(&mut on_update, Instant::now() + FINAL_CATCH_UP)
                     } else {
-                        runner.catch_up_with(&mut on_update)
+                        // A stop cuts the round short at the next batch; the last round
+                        // then has FINAL_CATCH_UP.
+                        runner.catch_up_unless(&mut on_update, &stopping)
                     };
                     match result {
                         Ok(done) => {
@@ -394,6 +401,7 @@ pub(crate) fn run(
         pool: ReaderPool::new(db.to_path_buf()),
         token,
         changes,
+        replay_events: MAX_REPLAY,
         shutdown: stop_rx,
         projector_alive: Arc::clone(&projector_alive),
         metrics: Arc::clone(&metrics),
@@ -468,11 +476,45 @@ fn app(ingest: Arc<Ingest>, api: Arc<Api>, metrics: &Arc<Metrics>) -> axum::Rout
         ))
 }
 
+/// SIGTERM and SIGINT, both registered before `serve` opens the store.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// SIGTERM and SIGINT (Ctrl-C), listened for from the start of `serve`. Before the server
 /// listens, nothing has been acknowledged and the start-up work (catching the projections up)
 /// is redone at the next start, so a signal then ends the process at once, with status 0, as
 /// a kill would leave it: safe, since every write is a transaction. Once the server listens,
-/// a signal starts the graceful stop.
+/// a signal starts the graceful stop, and a second one exits at once (status 1), as safely.
 struct StopSignal {
     serving: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
@@ -480,21 +522,12 @@ struct StopSignal {
 
 impl StopSignal {
     async fn install() -> anyhow::Result<StopSignal> {
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
+        let mut signals = Signals::new()?;
         let serving = Arc::new(AtomicBool::new(false));
         let (tx, stop) = watch::channel(false);
         let listening = Arc::clone(&serving);
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let term = term.recv();
-            #[cfg(not(unix))]
-            let term = std::future::pending::<Option<()>>();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term => {},
-            }
+            signals.next().await;
             if !listening.load(Ordering::SeqCst) {
                 tracing::info!(
                     "stopped during start-up; the start-up work is redone at the next start"
@@ -502,6 +535,10 @@ impl StopSignal {
                 std::process::exit(0);
             }
             let _ = tx.send(true);
+            // A second signal does not wait for the graceful stop.
+            signals.next().await;
+            tracing::warn!("second stop signal: exiting now; acknowledged events are committed");
+            std::process::exit(1);
         });
         Ok(StopSignal { serving, stop })
     }
@@ -570,23 +607,30 @@ mod tests {
                 !unprojected.contains(J, "K"),
                 "announced while read through"
             );
-            announced.push(c.key);
+            if let Announcement::Change(c) = c {
+                announced.push(c.key);
+            }
         });
         assert_eq!(announced, ["K"]);
         publisher.apply(Update::Committed { checkpoint: 6 }, &mut |_| {
             panic!("nothing to announce")
         });
         unprojected.note(J, "L", 8);
-        publisher.apply(Update::Resynced { checkpoint: 9 }, &mut |_| {
-            panic!("nothing to announce")
+        let mut resyncs = 0;
+        publisher.apply(Update::Resynced { checkpoint: 9 }, &mut |a| {
+            assert!(matches!(a, Announcement::Resynced), "{a:?}");
+            assert_eq!(settled.load(Ordering::SeqCst), 9);
+            resyncs += 1;
         });
+        assert_eq!(resyncs, 1, "live streams hear of it, to end and resume");
         assert!(!unprojected.contains(J, "L"), "a resync settles too");
         assert!(cache.get(J, "other".into()).is_err(), "a resync empties it");
         assert_eq!(settled.load(Ordering::SeqCst), 9);
     }
 
     /// A fresh database and every route over it, wired as `run` wires them, without the
-    /// projector thread: a test folds with its own runner and hands the updates to [`publish`].
+    /// projector thread: a test folds with its own runner and hands the updates to a
+    /// [`Publisher`].
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Store,
@@ -595,10 +639,15 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_replaying(MAX_REPLAY)
+    }
+
+    /// A [`fixture`] whose `/v1/stream` replays at most `replay_events` events per request.
+    fn fixture_replaying(replay_events: usize) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("j.db");
         let store = crate::test_store(&db);
-        let (app, api) = test_app(&store, &db);
+        let (app, api) = test_app(&store, &db, replay_events);
         Fixture {
             _dir: dir,
             store,
@@ -624,7 +673,7 @@ mod tests {
             .expect("append");
     }
 
-    fn test_app(store: &Store, db: &Path) -> (axum::Router, Arc<Api>) {
+    fn test_app(store: &Store, db: &Path, replay_events: usize) -> (axum::Router, Arc<Api>) {
         let metrics = Metrics::new();
         let (changes, _) = broadcast::channel(4096);
         let (stop, shutdown) = watch::channel(false);
@@ -648,6 +697,7 @@ mod tests {
             pool: ReaderPool::new(db.to_path_buf()),
             token: None,
             changes,
+            replay_events,
             shutdown,
             projector_alive: Arc::new(AtomicBool::new(true)),
             metrics: Arc::clone(&metrics),
@@ -1058,6 +1108,127 @@ mod tests {
             assert_eq!(error["error"]["code"], code, "{method} {uri}: {error}");
             assert!(error["error"]["message"].is_string(), "{error}");
         }
+        store.close();
+    }
+
+    /// A `/v1/stream` request; its body, as far as it goes within `wait` (a live stream goes
+    /// on), and whether it ended.
+    async fn stream(
+        app: &axum::Router,
+        last_event_id: Option<i64>,
+        wait: Duration,
+    ) -> (String, bool) {
+        let mut request = Request::builder().uri("/v1/stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body)).await
+            {
+                Ok(Some(chunk)) => {
+                    text.push_str(std::str::from_utf8(&chunk.expect("chunk")).expect("utf-8"))
+                }
+                Ok(None) => return (text, true),
+                Err(_) => return (text, false),
+            }
+        }
+    }
+
+    /// The ids of a stream's text, one per message that has one.
+    fn ids(text: &str) -> Vec<i64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("id:")?.trim().parse().ok())
+            .collect()
+    }
+
+    /// A client far behind gets the replay in parts: each response stops after its share of
+    /// events, ends with an `id:` of the last one (so the client moves on even past events that
+    /// changed nothing) and a short `retry:`, and its reconnect goes on from there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_replay_comes_in_parts_that_each_end_with_the_id_to_resume_from() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture_replaying(3);
+        let keys: Vec<String> = (1..=7).map(|n| format!("J{n}")).collect();
+        let sessions: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "S1")).collect();
+        post_sessions(&app, &sessions).await;
+        project(&mut runner(&store), &api);
+        let (first, ended) = stream(&app, Some(2), Duration::from_secs(5)).await;
+        assert!(ended, "a cut-short replay ends the response: {first}");
+        assert_eq!(ids(&first), [2, 3, 4, 4], "{first}");
+        assert!(first.ends_with("id: 4\nretry: 250\n\n"), "{first:?}");
+        let (second, ended) = stream(&app, Some(4), Duration::from_secs(5)).await;
+        assert!(ended);
+        assert_eq!(ids(&second), [4, 5, 6, 6], "{second}");
+        // The rest fits: the response replays it and stays open for live changes.
+        let (last, ended) = stream(&app, Some(6), Duration::from_millis(300)).await;
+        assert!(!ended, "{last}");
+        assert_eq!(ids(&last), [6, 7], "{last}");
+        store.close();
+    }
+
+    /// A live stream ends, for its client to resume through the replay, when it could miss
+    /// changes: after another process moved the tables (nobody announced its changes), and
+    /// when it fell so far behind that the broadcast dropped changes for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_stream_ends_when_it_could_miss_a_change() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        let change = |seq| {
+            Announcement::Change(Change {
+                projection: store::Projection::Journeys,
+                key: format!("J{seq}"),
+                status: None,
+                seq,
+            })
+        };
+        // Resynced: the stream delivers what came before it, then ends.
+        let (tx, reader) = (api.changes.clone(), app.clone());
+        let client =
+            tokio::spawn(async move { stream(&reader, None, Duration::from_secs(5)).await });
+        while tx.receiver_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tx.send(change(1)).expect("send");
+        tx.send(Announcement::Resynced).expect("send");
+        let _ = tx.send(change(2)); // no receiver left, once the stream ended
+        let (text, ended) = client.await.expect("client");
+        assert!(ended, "{text}");
+        assert_eq!(ids(&text), [1]);
+        // Lagged: more changes than the broadcast keeps, before the client reads any.
+        let client = tokio::spawn({
+            let reader = app.clone();
+            async move { stream(&reader, None, Duration::from_secs(5)).await }
+        });
+        while tx.receiver_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for seq in 1..=5_000 {
+            let _ = tx.send(change(seq));
+        }
+        let (text, ended) = client.await.expect("client");
+        assert!(
+            ended,
+            "a lagging client is cut off, to resume: {} ids",
+            ids(&text).len()
+        );
+        assert!(ids(&text).len() < 5_000);
         store.close();
     }
 

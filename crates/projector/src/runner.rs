@@ -442,7 +442,19 @@ impl Runner {
     /// batch wrote, after its commit, then once for the batch; and whenever it finds that the
     /// snapshot tables moved under it, before it reports anything else.
     pub fn catch_up_with(&mut self, on_update: &mut dyn FnMut(Update)) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_update, None)
+        self.catch_up_inner(on_update, &|| false, true)
+    }
+
+    /// As [`Runner::catch_up_with`], but stops between batches once `stop` is set, and starts
+    /// no rebuild then (one already running goes on to its end): for a process asked to stop
+    /// while it catches up (the daemon's rounds).
+    pub fn catch_up_unless(
+        &mut self,
+        on_update: &mut dyn FnMut(Update),
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> store::Result<CatchUp> {
+        let stop = || stop.load(std::sync::atomic::Ordering::SeqCst);
+        self.catch_up_inner(on_update, &stop, true)
     }
 
     /// As [`Runner::catch_up_with`], but stops between batches once `deadline` has passed and
@@ -452,18 +464,21 @@ impl Runner {
         on_update: &mut dyn FnMut(Update),
         deadline: std::time::Instant,
     ) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_update, Some(deadline))
+        self.catch_up_inner(on_update, &|| std::time::Instant::now() >= deadline, false)
     }
 
+    /// Folds batches until the log head or until `stop()`; rebuilds stale projections first
+    /// when `rebuilds` and not `stop()`, else leaves them to the next catch-up.
     fn catch_up_inner(
         &mut self,
         on_update: &mut dyn FnMut(Update),
-        deadline: Option<std::time::Instant>,
+        stop: &dyn Fn() -> bool,
+        rebuilds: bool,
     ) -> store::Result<CatchUp> {
         let mut done = CatchUp::default();
         let stale = self.sync()?;
         self.report_resync(on_update);
-        if deadline.is_some() && !stale.is_empty() {
+        if !stale.is_empty() && (!rebuilds || stop()) {
             // No time for a rebuild: leave it to the next start.
             done.checkpoint = self.lowest_checkpoint();
             return Ok(done);
@@ -478,7 +493,7 @@ impl Runner {
             done.rebuilt += 1;
         }
         loop {
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if stop() {
                 break;
             }
             let from = self.lowest_checkpoint();
@@ -548,8 +563,8 @@ impl Runner {
                     );
                     let stale = self.sync()?;
                     self.report_resync(on_update);
-                    if deadline.is_some() && !stale.is_empty() {
-                        // As at the start: no rebuild on a deadline; the next start does it.
+                    if !stale.is_empty() && (!rebuilds || stop()) {
+                        // As at the start: the next catch-up (or start) rebuilds.
                         break;
                     }
                     for projection in stale {

@@ -389,6 +389,60 @@ fn resynced(updates: &[Update]) -> bool {
     updates.iter().any(|u| matches!(u, Update::Resynced { .. }))
 }
 
+/// A stop asked for while a runner catches up ends the round at the next batch, and starts no
+/// rebuild; the next catch-up without it goes on from where it stopped.
+#[test]
+fn a_catch_up_asked_to_stop_ends_at_the_next_batch_and_rebuilds_nothing() {
+    use std::sync::atomic::AtomicBool;
+    let d = db();
+    d.append(corpus(30));
+    let mut runner = d.runner(Config {
+        batch_events: 4,
+        ..Config::default()
+    });
+    let stop = AtomicBool::new(true);
+    let stopped = runner
+        .catch_up_unless(&mut |_| {}, &stop)
+        .expect("catch up");
+    assert_eq!(
+        (stopped.rebuilt, stopped.events),
+        (0, 0),
+        "the first round would rebuild all four"
+    );
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let full = runner
+        .catch_up_unless(&mut |_| {}, &stop)
+        .expect("catch up");
+    assert_eq!(full.rebuilt, 4);
+    let head = || Reader::open(&d.path).expect("reader").head().expect("head");
+    let before = head();
+    d.append(corpus(60)); // the first 30 again (duplicates), and 30 more
+    let new = (head() - before) as u64;
+    assert!(new > 8, "{new}");
+    // Set by the first batch's report: the round ends there.
+    let mut batches = 0;
+    let cut = runner
+        .catch_up_unless(
+            &mut |u| {
+                if matches!(u, Update::Committed { .. }) {
+                    batches += 1;
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+            &stop,
+        )
+        .expect("catch up");
+    assert_eq!((batches, cut.events), (1, 4));
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let rest = runner
+        .catch_up_unless(&mut |_| {}, &stop)
+        .expect("catch up");
+    assert_eq!(cut.events + rest.events, new);
+    let incremental = d.snapshots();
+    rebuild_all(&mut runner);
+    assert_eq!(d.snapshots(), incremental);
+}
+
 /// `/v1/stream` sends changes as they are reported, with `id` = `seq`, and a resumed client
 /// replays from the last id it saw: so every batch reports its changes in `seq` order, however
 /// its keys interleave and whichever projections one event changes. Each batch ends with its

@@ -102,6 +102,9 @@ pub struct CommitInfo {
     pub head: i64,
     /// Jobs (caller requests) in the transaction.
     pub jobs: usize,
+    /// Of those, appends (webhook bodies, imports, or an empty flush): a transaction with one
+    /// commits with the configured `synchronous`, one without with `NORMAL` (decision 0007).
+    pub appends: usize,
     /// Submissions in the transaction.
     pub submissions: usize,
     /// Events newly appended.
@@ -530,6 +533,7 @@ fn report(
     hook(&CommitInfo {
         head,
         jobs,
+        appends: stats.appends,
         submissions: stats.submissions,
         events_new: stats.events_new,
         events_duplicate: stats.events_duplicate,
@@ -540,6 +544,7 @@ fn report(
 
 #[derive(Default)]
 struct GroupStats {
+    appends: usize,
     submissions: usize,
     events_new: usize,
     events_duplicate: usize,
@@ -560,6 +565,7 @@ fn write_jobs<'a>(
     for work in jobs {
         let answer = match work {
             Work::Append(submissions) => {
+                stats.appends += 1;
                 let next = match next_delivery {
                     Some(n) => n,
                     None => tx

@@ -393,13 +393,16 @@ fn readers_select_by_seq_range_and_by_stream_key() {
 #[test]
 fn the_commit_hook_sees_every_commit_and_the_head() {
     let db = db();
-    let seen: Arc<Mutex<Vec<(i64, usize)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(i64, usize, usize)>>> = Arc::default();
     let hook_seen = Arc::clone(&seen);
     let store = Store::open(
         &db.path,
         Options {
             on_commit: Some(Arc::new(move |c| {
-                hook_seen.lock().expect("lock").push((c.head, c.events_new))
+                hook_seen
+                    .lock()
+                    .expect("lock")
+                    .push((c.head, c.events_new, c.appends))
             })),
             ..Options::default()
         },
@@ -409,8 +412,14 @@ fn the_commit_hook_sees_every_commit_and_the_head() {
     w.append(vec![submission(vec![event("J", 1), event("J", 2)])])
         .expect("1");
     w.append(vec![submission(vec![event("J", 2)])]).expect("2");
+    w.append(Vec::new()).expect("a flush");
+    // A projector batch appends nothing: `appends` 0, so it is timed as derived.
+    w.project(store::ProjectBatch::default()).expect("project");
     store.close();
-    assert_eq!(*seen.lock().expect("lock"), [(2, 2), (2, 0)]);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [(2, 2, 1), (2, 0, 1), (2, 0, 1), (2, 0, 0)]
+    );
 }
 
 #[test]
