@@ -248,6 +248,20 @@ fn import_no_project_only_appends_and_the_next_import_catches_up() {
         ),
         (&json!(6), &json!(6), &json!(0))
     );
+    // The same from the environment (every option of `import` has its variable).
+    let mx = examples().join("mx.ndjson");
+    let out = j
+        .command(&["--json", "import", arg(&mx)])
+        .env("JOURNEYD_IMPORT_NO_PROJECT", "true")
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{out:?}");
+    let stats = j.json(&["stats"]);
+    assert_eq!(
+        (&stats["projector"]["lag"], &stats["members"]),
+        (&json!(stats["events"]), &json!(0)),
+        "{stats}"
+    );
     let empty = j.write("empty.ndjson", b"");
     j.json(&["import", arg(&empty)]);
     let stats = j.json(&["stats"]);

@@ -75,14 +75,10 @@ struct ProjectorStats {
 
 /// The stats document from one reader.
 pub(crate) fn stats_document(reader: &Reader) -> anyhow::Result<Stats> {
-    let log = reader.stats()?;
-    let counts = reader.projection_counts()?;
-    let checkpoint = reader
-        .checkpoints()?
-        .iter()
-        .map(|c| c.seq)
-        .min()
-        .unwrap_or(0);
+    // One snapshot, so that the counts, the head and the checkpoint agree.
+    let (log, counts, checkpoints) =
+        reader.consistent(|r| Ok((r.stats()?, r.projection_counts()?, r.checkpoints()?)))?;
+    let checkpoint = checkpoints.iter().map(|c| c.seq).min().unwrap_or(0);
     let by_status: BTreeMap<String, i64> = counts.journeys_by_status.into_iter().collect();
     let stats = Stats {
         events: log.events,

@@ -280,12 +280,29 @@ impl Reader {
             .optional()?)
     }
 
-    /// Counts over the log (from the writer-maintained `event_counts`) and quarantine.
+    /// Runs `read` on one snapshot of the database: every query in it sees the same commits
+    /// (a read transaction). Nested calls share the outer snapshot.
+    pub fn consistent<T>(&self, read: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() {
+            return read(self);
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        let out = read(self)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// Counts over the log (from the writer-maintained `event_counts`) and quarantine, from one
+    /// snapshot.
     pub fn stats(&self) -> Result<LogStats> {
-        let tx = self.conn.unchecked_transaction()?; // one snapshot for every count
+        self.consistent(Reader::log_stats)
+    }
+
+    fn log_stats(&self) -> Result<LogStats> {
+        let conn = &self.conn;
         let mut stats = LogStats::default();
         {
-            let mut stmt = tx.prepare_cached("SELECT source, kind, count FROM event_counts")?;
+            let mut stmt = conn.prepare_cached("SELECT source, kind, count FROM event_counts")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
                 let (source, kind, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
@@ -298,10 +315,10 @@ impl Reader {
             }
         }
         stats.log_head =
-            tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
-        stats.quarantined = tx.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))?;
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        stats.quarantined = conn.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))?;
         stats.deliveries =
-            tx.query_row("SELECT coalesce(max(id), 0) FROM deliveries", [], |r| {
+            conn.query_row("SELECT coalesce(max(id), 0) FROM deliveries", [], |r| {
                 r.get(0)
             })?;
         Ok(stats)

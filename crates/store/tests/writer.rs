@@ -677,3 +677,24 @@ proptest! {
         prop_assert_eq!(stats.deliveries, batches.len() as i64);
     }
 }
+
+/// `Reader::consistent` reads one snapshot: a commit made meanwhile shows only after it, and
+/// `stats` inside it shares that snapshot.
+#[test]
+fn a_consistent_read_sees_one_snapshot() {
+    let db = db();
+    let store = open(&db);
+    let w = store.writer();
+    w.append(vec![submission(vec![event("J", 1)])]).expect("1");
+    let reader = store.reader().expect("reader");
+    let (before, during, stats) = reader
+        .consistent(|r| {
+            let before = r.head()?;
+            w.append(vec![submission(vec![event("J", 2)])]).expect("2");
+            Ok((before, r.head()?, r.stats()?))
+        })
+        .expect("read");
+    assert_eq!((before, during, stats.log_head, stats.events), (1, 1, 1, 1));
+    assert_eq!(reader.head().expect("head"), 2, "after it, the new commit");
+    store.close();
+}
