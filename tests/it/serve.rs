@@ -959,6 +959,32 @@ fn a_second_sigterm_exits_at_once() {
     drop(slow);
 }
 
+/// The second signal works to the end, also once the HTTP side has stopped and the projector
+/// folds a backlog (another process appended 60,000 events without projecting them).
+#[test]
+fn a_second_sigterm_during_the_final_catch_up_exits_at_once() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let lines: Vec<String> = (0..60_000).map(|n| mj_event(n, n)).collect();
+    let file = j.write("backlog.ndjson", lines.join("\n").as_bytes());
+    j.run(&["import", "--no-project", tests::arg(&file)])
+        .success();
+    let pid = d.pid().to_string();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(150));
+    let started = Instant::now();
+    term();
+    let code = d.terminate(Duration::from_secs(5));
+    assert_eq!(code, Some(1), "the second signal's exit");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
 /// A SIGTERM while the daemon is still catching its projections up at start-up (here, building
 /// them from a 20,000-event log) ends it at once with status 0; the next start does the work.
 #[test]

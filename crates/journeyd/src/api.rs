@@ -559,6 +559,8 @@ pub(crate) enum Announcement {
 /// How long an `EventSource` waits before it reconnects (sent with the end of a cut-short
 /// replay): short, so that a client far behind catches up in quick steps.
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(250);
+/// The reconnect delay of a live response: an `EventSource` keeps the last one it was sent.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What a resumed stream replays from the log.
 struct Replay {
@@ -581,14 +583,18 @@ fn replay(r: &Reader, from: i64, settled: i64, max_events: usize) -> anyhow::Res
         .min()
         .unwrap_or(0)
         .min(settled);
-    let records = r.events(from - 1, max_events)?;
+    let after = from.saturating_sub(1);
+    let records = r.events(after, max_events)?;
     let complete = records.len() < max_events || records.last().is_some_and(|e| e.seq >= bound);
     let mut out = Replay {
         changes: Vec::new(),
+        // Complete: every change up to the bound is replayed or was before `from`. (An id past
+        // the bound, from a log restored from a backup say, must not hide the changes up to
+        // it: they go out live, at worst again.)
         through: if complete {
-            bound.max(from - 1)
+            bound
         } else {
-            records.last().map_or(from - 1, |e| e.seq)
+            records.last().map_or(after, |e| e.seq)
         },
         complete,
     };
@@ -649,15 +655,18 @@ async fn stream_changes(
     // announced before had moved `settled` past it first (serve.rs, `Publisher`), so the
     // replay has it.
     let live = BroadcastStream::new(api.changes.subscribe());
+    let settled = api.settled.load(Ordering::SeqCst);
     let replayed = match last {
         Some(n) => {
-            let settled = api.settled.load(Ordering::SeqCst);
             let max = api.replay_events;
             api.pool.run(move |r| replay(r, n, settled, max)).await?
         }
+        // A new client starts at `settled`: every change after it comes live. It is told so
+        // (below), so that even a response that ends before any change leaves it an id to
+        // resume from.
         None => Replay {
             changes: Vec::new(),
-            through: 0,
+            through: settled,
             complete: true,
         },
     };
@@ -669,6 +678,13 @@ async fn stream_changes(
             .chain(stream::once(async move { Ok(resume) }))
             .boxed()));
     }
+    // Going live: the usual reconnect delay again (a cut-short part set a short one, and an
+    // `EventSource` keeps it), and for a new client, its starting id.
+    let mut start = SseEvent::default().retry(RETRY);
+    if last.is_none() {
+        start = start.id(through.to_string());
+    }
+    let missed = stream::once(async move { Ok(start) }).chain(missed);
     let mut shutdown = api.shutdown.clone();
     let ended = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;

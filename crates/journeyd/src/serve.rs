@@ -232,14 +232,9 @@ pub(crate) fn run(
         None => None,
     };
     let _lock = lock(db)?;
-    // The runtime, and with it the signal handlers, come first: a SIGTERM during a long
-    // start-up (a rebuild of every projection) must stop the process cleanly too.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.map_or_else(default_workers, usize::from))
-        .enable_all()
-        .thread_name("journeyd-http")
-        .build()?;
-    let stop_signal = runtime.block_on(StopSignal::install())?;
+    // The signal handlers come first: a SIGTERM during a long start-up (a rebuild of every
+    // projection) must stop the process cleanly too.
+    let stop_signal = StopSignal::install()?;
     for (name, auth) in [("mx", &mx), ("mobile-journeys", &mj)] {
         if auth.is_open() {
             tracing::warn!(
@@ -412,6 +407,11 @@ pub(crate) fn run(
     });
     let app = app(ingest, api, &metrics);
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.map_or_else(default_workers, usize::from))
+        .enable_all()
+        .thread_name("journeyd-http")
+        .build()?;
     // What the runtime has, not what was asked: the e2e test reads this line.
     tracing::info!(
         workers = runtime.metrics().num_workers(),
@@ -521,25 +521,57 @@ struct StopSignal {
 }
 
 impl StopSignal {
-    async fn install() -> anyhow::Result<StopSignal> {
-        let mut signals = Signals::new()?;
+    /// Listens on a thread of its own, with a runtime of its own, so that it outlives the HTTP
+    /// runtime: the second signal must work until the process ends, through the final catch-up.
+    fn install() -> anyhow::Result<StopSignal> {
         let serving = Arc::new(AtomicBool::new(false));
         let (tx, stop) = watch::channel(false);
         let listening = Arc::clone(&serving);
-        tokio::spawn(async move {
-            signals.next().await;
-            if !listening.load(Ordering::SeqCst) {
-                tracing::info!(
-                    "stopped during start-up; the start-up work is redone at the next start"
-                );
-                std::process::exit(0);
-            }
-            let _ = tx.send(true);
-            // A second signal does not wait for the graceful stop.
-            signals.next().await;
-            tracing::warn!("second stop signal: exiting now; acknowledged events are committed");
-            std::process::exit(1);
-        });
+        let (registered_tx, registered) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        std::thread::Builder::new()
+            .name("journeyd-signals".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = registered_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut signals = match Signals::new() {
+                        Ok(s) => {
+                            let _ = registered_tx.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = registered_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    signals.next().await;
+                    if !listening.load(Ordering::SeqCst) {
+                        tracing::info!(
+                            "stopped during start-up; the start-up work is redone at the next start"
+                        );
+                        std::process::exit(0);
+                    }
+                    let _ = tx.send(true);
+                    // A second signal does not wait for the graceful stop.
+                    signals.next().await;
+                    tracing::warn!(
+                        "second stop signal: exiting now; acknowledged events are committed"
+                    );
+                    std::process::exit(1);
+                });
+            })
+            .context("cannot start the signal thread")?;
+        registered
+            .recv()
+            .context("the signal thread ended before listening")??;
         Ok(StopSignal { serving, stop })
     }
 
@@ -1210,7 +1242,12 @@ mod tests {
         let _ = tx.send(change(2)); // no receiver left, once the stream ended
         let (text, ended) = client.await.expect("client");
         assert!(ended, "{text}");
-        assert_eq!(ids(&text), [1]);
+        assert_eq!(
+            ids(&text),
+            [0, 1],
+            "a new client is told where it starts: {text}"
+        );
+        assert!(text.starts_with("retry: 3000\nid: 0\n\n"), "{text:?}");
         // Lagged: more changes than the broadcast keeps, before the client reads any.
         let client = tokio::spawn({
             let reader = app.clone();
@@ -1229,6 +1266,43 @@ mod tests {
             ids(&text).len()
         );
         assert!(ids(&text).len() < 5_000);
+        store.close();
+    }
+
+    /// A `Last-Event-ID` past the log (a client of a daemon whose file was restored from a
+    /// backup) does not hide the changes up to it: they come live. One far below zero is the
+    /// start of the log, not an overflow.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_id_past_the_log_or_far_below_it_resumes_from_what_the_log_has() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        post_sessions(&app, &[("J1", "S1")]).await;
+        project(&mut runner(&store), &api);
+        let (text, ended) = stream(&app, Some(i64::MIN), Duration::from_millis(300)).await;
+        assert!(!ended, "{text}");
+        assert_eq!(ids(&text), [1], "{text}");
+        let tx = api.changes.clone();
+        let reader = app.clone();
+        let client = tokio::spawn(async move {
+            stream(&reader, Some(1_000_000), Duration::from_millis(500)).await
+        });
+        while tx.receiver_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tx.send(Announcement::Change(Change {
+            projection: store::Projection::Journeys,
+            key: "J2".into(),
+            status: None,
+            seq: 2,
+        }))
+        .expect("send");
+        let (text, _) = client.await.expect("client");
+        assert_eq!(ids(&text), [2], "{text}");
+        assert!(text.starts_with("retry: 3000\n\n"), "{text:?}");
         store.close();
     }
 

@@ -484,6 +484,11 @@ impl Runner {
             return Ok(done);
         }
         for projection in stale {
+            if stop() {
+                // The rest waits for the next catch-up; nothing is folded past stale tables.
+                done.checkpoint = self.lowest_checkpoint();
+                return Ok(done);
+            }
             tracing::info!(
                 projection = projection.name(),
                 "snapshots were built by other code or configuration; rebuilding"
@@ -568,6 +573,9 @@ impl Runner {
                         break;
                     }
                     for projection in stale {
+                        if stop() {
+                            break; // and the loop ends at its top: nothing past stale tables
+                        }
                         self.rebuild(projection, &mut |_| {})?;
                         self.report_resync(on_update);
                         done.rebuilt += 1;

@@ -409,11 +409,24 @@ fn a_catch_up_asked_to_stop_ends_at_the_next_batch_and_rebuilds_nothing() {
         (0, 0),
         "the first round would rebuild all four"
     );
+    // Asked to stop during the first of four rebuilds: it finishes that one, starts no other.
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let first = runner
+        .catch_up_unless(
+            &mut |u| {
+                if matches!(u, Update::Resynced { .. }) {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+            &stop,
+        )
+        .expect("catch up");
+    assert_eq!((first.rebuilt, first.events), (1, 0));
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
     let full = runner
         .catch_up_unless(&mut |_| {}, &stop)
         .expect("catch up");
-    assert_eq!(full.rebuilt, 4);
+    assert_eq!(full.rebuilt, 3);
     let head = || Reader::open(&d.path).expect("reader").head().expect("head");
     let before = head();
     d.append(corpus(60)); // the first 30 again (duplicates), and 30 more
