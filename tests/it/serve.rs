@@ -942,21 +942,28 @@ fn a_second_sigterm_exits_at_once() {
     .expect("send");
     slow.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(200));
-    let pid = d.pid().to_string();
-    let term = || {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-    };
-    term();
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    term();
-    let code = d.terminate(Duration::from_secs(3));
+    let (code, took) = signal_twice(d, Duration::from_millis(500));
     assert_eq!(code, Some(1), "the second signal's exit");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(took < Duration::from_secs(3), "{took:?}");
     drop(slow);
+}
+
+/// SIGTERM to `pid`.
+fn sigterm(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+}
+
+/// SIGTERM, `gap`, SIGTERM again; the exit status, and how long it took after the second.
+fn signal_twice(d: Daemon, gap: Duration) -> (Option<i32>, Duration) {
+    sigterm(d.pid());
+    std::thread::sleep(gap);
+    let started = Instant::now();
+    sigterm(d.pid());
+    let code = d.terminate(Duration::from_secs(5));
+    (code, started.elapsed())
 }
 
 /// The second signal works to the end, also once the HTTP side has stopped and the projector
@@ -969,20 +976,9 @@ fn a_second_sigterm_during_the_final_catch_up_exits_at_once() {
     let file = j.write("backlog.ndjson", lines.join("\n").as_bytes());
     j.run(&["import", "--no-project", tests::arg(&file)])
         .success();
-    let pid = d.pid().to_string();
-    let term = || {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-    };
-    term();
-    std::thread::sleep(Duration::from_millis(150));
-    let started = Instant::now();
-    term();
-    let code = d.terminate(Duration::from_secs(5));
+    let (code, took) = signal_twice(d, Duration::from_millis(150));
     assert_eq!(code, Some(1), "the second signal's exit");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 /// A SIGTERM while the daemon is still catching its projections up at start-up (here, building
@@ -1011,10 +1007,7 @@ fn sigterm_during_the_start_up_catch_up_exits_0_and_the_next_start_finishes_it()
         assert_ne!(stderr.read_line(&mut log).expect("read"), 0, "{log}");
     }
     let started = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    sigterm(child.id());
     let status = child.wait().expect("wait");
     let _ = stderr.read_to_string(&mut log);
     assert_eq!(status.code(), Some(0), "{log}");
