@@ -448,6 +448,9 @@ pub(crate) fn run(
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(RUNTIME_STOP);
+    tracing::info!(
+        "requests drained; committing what is queued and letting the projector catch up"
+    );
     // Everything acknowledged is committed. An empty append returns once every job queued
     // before it has committed (requests cut off by the drain limit), then the projector folds
     // what it can in FINAL_CATCH_UP.
