@@ -105,6 +105,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
+/// A route's query parameters, read as `Query` reads them but refused with the JSON error, as
+/// [`Params`] does for the path.
+pub(crate) struct QueryParams<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|e| ApiError::bad_request(&e.body_text()))
+    }
+}
+
 /// The answer to a path no route matches: the JSON error, as everywhere else, with its own
 /// code, so that a wrong address is not taken for an unknown key (`not_found`).
 pub(crate) async fn no_route() -> Response {
@@ -416,9 +431,8 @@ fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
 
 async fn list_journeys(
     State(api): State<Arc<Api>>,
-    query: Result<Query<JourneysQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<JourneysQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
     if let Some(s) = &q.status
         && !["created", "opened", "paid", "completed"].contains(&s.as_str())
     {
@@ -459,9 +473,8 @@ fn events_page(records: &[store::EventRecord], limit: usize) -> anyhow::Result<V
 
 async fn events(
     State(api): State<Arc<Api>>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
     let (after, limit) = (q.after.unwrap_or(0), limit(q.limit, 100)?);
     let bytes = api
         .pool
@@ -473,9 +486,8 @@ async fn events(
 async fn journey_events(
     State(api): State<Arc<Api>>,
     Params(id): Params<String>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(&e.body_text()))?;
     let (after, limit) = (q.after.unwrap_or(0), limit(q.limit, 100)?);
     let shown = id.clone();
     let page = api

@@ -78,6 +78,14 @@ pub(crate) fn main_key(keys: &events::Keys) -> &str {
         .unwrap_or("")
 }
 
+/// Where the page after `items` starts: past the last of them when the page is full (`limit`
+/// items), none when it is not, since the listing ended.
+pub(crate) fn next_cursor<T, K>(items: &[T], limit: usize, key: impl Fn(&T) -> K) -> Option<K> {
+    (items.len() == limit)
+        .then(|| items.last().map(key))
+        .flatten()
+}
+
 /// A page of the log, `{"events", "next_after"}`, as `GET /v1/events`, a journey's history and
 /// `journeyd events --json` show it. Serialized as it is: through `serde_json::json!` the raw
 /// payloads would be parsed into values, which reorders their keys and rounds their numbers.
@@ -95,9 +103,7 @@ impl<'a> EventsPage<'a> {
                 .iter()
                 .map(EventJson::new)
                 .collect::<anyhow::Result<_>>()?,
-            next_after: (records.len() == limit)
-                .then(|| records.last().map(|r| r.seq))
-                .flatten(),
+            next_after: next_cursor(records, limit, |r| r.seq),
         })
     }
 }
@@ -118,9 +124,7 @@ impl<'a> JourneysPage<'a> {
                 .iter()
                 .map(SnapshotJson::new)
                 .collect::<anyhow::Result<_>>()?,
-            next: (items.len() == limit)
-                .then(|| items.last().map(|s| s.key.clone()))
-                .flatten(),
+            next: next_cursor(items, limit, |s| s.key.clone()),
         })
     }
 }

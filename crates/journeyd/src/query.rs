@@ -10,7 +10,9 @@ use serde::Serialize;
 use store::{JourneyFilter, Projection, Reader};
 
 use crate::cli::{EventsArgs, JourneysArgs};
-use crate::output::{EventsPage, JourneysPage, Output, SnapshotJson, main_key, pretty, table};
+use crate::output::{
+    EventsPage, JourneysPage, Output, SnapshotJson, main_key, next_cursor, pretty, table,
+};
 
 pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Result<()> {
     let reader = Reader::open(db)?;
@@ -19,9 +21,7 @@ pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Resu
     if out.json {
         return out.json(&EventsPage::new(&records, limit)?);
     }
-    let next_after = (records.len() == limit)
-        .then(|| records.last().map(|r| r.seq))
-        .flatten();
+    let next_after = next_cursor(&records, limit, |r| r.seq);
     let mut t = table(&[
         "SEQ", "KIND", "SOURCE", "KEY", "OCCURRED", "RECEIVED", "EVENT ID",
     ]);
@@ -180,9 +180,7 @@ pub(crate) fn journeys(db: &Path, args: &JourneysArgs, out: &Output) -> anyhow::
     if out.json {
         return out.json(&JourneysPage::new(&items, limit)?);
     }
-    let next = (items.len() == limit)
-        .then(|| items.last().map(|s| s.key.clone()))
-        .flatten();
+    let next = next_cursor(&items, limit, |s| s.key.clone());
     let mut t = table(&[
         "CORRELATION ID",
         "STATUS",
