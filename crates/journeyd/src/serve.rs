@@ -1178,6 +1178,33 @@ mod tests {
         }
     }
 
+    /// [`stream`] on a task of its own, returned once it has subscribed to the announcements,
+    /// so that what a test sends next reaches it.
+    async fn subscribed(
+        app: &axum::Router,
+        api: &Api,
+        last_event_id: Option<i64>,
+        wait: Duration,
+    ) -> tokio::task::JoinHandle<(String, bool)> {
+        let before = api.changes.receiver_count();
+        let app = app.clone();
+        let client = tokio::spawn(async move { stream(&app, last_event_id, wait).await });
+        while api.changes.receiver_count() == before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client
+    }
+
+    /// The announcement of a change of journey `J{seq}` at `seq`.
+    fn announced(seq: i64) -> Announcement {
+        Announcement::Change(Change {
+            projection: store::Projection::Journeys,
+            key: format!("J{seq}"),
+            status: None,
+            seq,
+        })
+    }
+
     /// The ids of a stream's text, one per message that has one.
     fn ids(text: &str) -> Vec<i64> {
         text.lines()
@@ -1225,24 +1252,12 @@ mod tests {
             app,
             api,
         } = fixture();
-        let change = |seq| {
-            Announcement::Change(Change {
-                projection: store::Projection::Journeys,
-                key: format!("J{seq}"),
-                status: None,
-                seq,
-            })
-        };
         // Resynced: the stream delivers what came before it, then ends.
-        let (tx, reader) = (api.changes.clone(), app.clone());
-        let client =
-            tokio::spawn(async move { stream(&reader, None, Duration::from_secs(5)).await });
-        while tx.receiver_count() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tx.send(change(1)).expect("send");
+        let tx = api.changes.clone();
+        let client = subscribed(&app, &api, None, Duration::from_secs(5)).await;
+        tx.send(announced(1)).expect("send");
         tx.send(Announcement::Resynced).expect("send");
-        let _ = tx.send(change(2)); // no receiver left, once the stream ended
+        let _ = tx.send(announced(2)); // no receiver left, once the stream ended
         let (text, ended) = client.await.expect("client");
         assert!(ended, "{text}");
         assert_eq!(
@@ -1252,15 +1267,9 @@ mod tests {
         );
         assert!(text.starts_with("retry: 3000\nid: 0\n\n"), "{text:?}");
         // Lagged: more changes than the broadcast keeps, before the client reads any.
-        let client = tokio::spawn({
-            let reader = app.clone();
-            async move { stream(&reader, None, Duration::from_secs(5)).await }
-        });
-        while tx.receiver_count() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let client = subscribed(&app, &api, None, Duration::from_secs(5)).await;
         for seq in 1..=5_000 {
-            let _ = tx.send(change(seq));
+            let _ = tx.send(announced(seq));
         }
         let (text, ended) = client.await.expect("client");
         assert!(
@@ -1288,21 +1297,8 @@ mod tests {
         let (text, ended) = stream(&app, Some(i64::MIN), Duration::from_millis(300)).await;
         assert!(!ended, "{text}");
         assert_eq!(ids(&text), [1], "{text}");
-        let tx = api.changes.clone();
-        let reader = app.clone();
-        let client = tokio::spawn(async move {
-            stream(&reader, Some(1_000_000), Duration::from_millis(500)).await
-        });
-        while tx.receiver_count() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tx.send(Announcement::Change(Change {
-            projection: store::Projection::Journeys,
-            key: "J2".into(),
-            status: None,
-            seq: 2,
-        }))
-        .expect("send");
+        let client = subscribed(&app, &api, Some(1_000_000), Duration::from_millis(500)).await;
+        api.changes.send(announced(2)).expect("send");
         let (text, _) = client.await.expect("client");
         assert_eq!(ids(&text), [2], "{text}");
         assert!(text.starts_with("retry: 3000\n\n"), "{text:?}");
