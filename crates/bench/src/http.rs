@@ -146,7 +146,7 @@ fn correlation_id(conn: usize, slot: usize, generation: usize) -> String {
 /// [`OPEN_JOURNEYS`] journeys open and sends them events in turn; a journey that has had its
 /// [`LIFECYCLE`] is replaced by a new one. So states stay the size of real journeys, new keys
 /// keep arriving, and statuses move through created, opened, paid and completed.
-fn delivery(conn: usize, n: usize) -> String {
+pub(crate) fn delivery(conn: usize, n: usize) -> String {
     let now = now_rfc3339();
     let (slot, round) = (n % OPEN_JOURNEYS, n / OPEN_JOURNEYS);
     let (event_id, fields) = LIFECYCLE[round % LIFECYCLE.len()];

@@ -10,6 +10,7 @@
 //! ```
 
 mod http;
+mod writer;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,20 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = [64, 256])]
         connections: Vec<usize>,
     },
+    /// The daemon's write path without HTTP, in lockstep: append groups of single-event
+    /// deliveries, each followed by the projector's batch; against appends alone. Deterministic,
+    /// for comparing builds under `valgrind --tool=callgrind`.
+    Writer {
+        /// Events (single-event deliveries) to write.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Deliveries per append transaction.
+        #[arg(long, default_value_t = 64)]
+        group: usize,
+        /// Simulated connections, each with 20 journeys open (as in `http`).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// The parse-only baseline server, for `http` (not for direct use).
     #[command(hide = true)]
     BaselineServer {
@@ -108,6 +123,11 @@ fn main() -> anyhow::Result<()> {
             };
             http::run(dir.path(), seconds, &exe, &connections)
         }
+        Command::Writer {
+            events,
+            group,
+            connections,
+        } => writer::run(dir.path(), events, group, connections),
         Command::BaselineServer { durable } => http::baseline_server(durable.as_deref()),
     }
 }
