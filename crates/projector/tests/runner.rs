@@ -253,8 +253,17 @@ fn a_projection_batch_that_fails_midway_leaves_snapshots_and_checkpoint_as_befor
     let before = (d.snapshots(), d.checkpoints());
 
     d.append(events[40..].to_vec());
-    // Inject a failure in the middle of the batch: the members table refuses one key.
-    d.sql("CREATE TRIGGER fail_member BEFORE INSERT ON members WHEN NEW.member_guid = 'MBR-3' BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    // Inject a failure in the middle of the batch: the members table refuses one key, whether
+    // its row is new or updated.
+    for (name, op) in [
+        ("fail_member_insert", "INSERT"),
+        ("fail_member_update", "UPDATE"),
+    ] {
+        d.sql(&format!(
+            "CREATE TRIGGER {name} BEFORE {op} ON members WHEN NEW.member_guid = 'MBR-3' \
+             BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+        ));
+    }
     let err = d
         .runner(Config::default())
         .catch_up()
@@ -267,7 +276,7 @@ fn a_projection_batch_that_fails_midway_leaves_snapshots_and_checkpoint_as_befor
     );
 
     // After the fault is gone, a fresh runner (a restart) catches up to what a rebuild gives.
-    d.sql("DROP TRIGGER fail_member;");
+    d.sql("DROP TRIGGER fail_member_insert; DROP TRIGGER fail_member_update;");
     let mut runner = d.runner(Config::default());
     runner.catch_up().expect("catch up after restart");
     let incremental = d.snapshots();

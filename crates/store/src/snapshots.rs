@@ -332,19 +332,131 @@ pub(crate) fn read_journeys(conn: &Connection, f: &JourneyFilter) -> Result<Vec<
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The columns of one snapshot table, as [`Upsert`] writes them.
+struct Shape {
+    /// The key column.
+    key: &'static str,
+    /// Indexed columns that rarely change after a key's first event (all TEXT).
+    rare: &'static [&'static str],
+    /// Everything else, which changes with nearly every event.
+    frequent: &'static [&'static str],
+}
+
+const JOURNEY: Shape = Shape {
+    key: "correlation_id",
+    rare: &["status", "journey_id", "customer_reference"],
+    frequent: &[
+        "last_activity",
+        "state",
+        "event_count",
+        "last_seq",
+        "updated_at",
+    ],
+};
+const MEMBER: Shape = Shape {
+    key: "member_guid",
+    rare: &["user_guid"],
+    frequent: &[
+        "connection_status",
+        "last_activity",
+        "state",
+        "event_count",
+        "last_seq",
+        "updated_at",
+    ],
+};
+const USER: Shape = Shape {
+    key: "user_guid",
+    rare: &[],
+    frequent: &[
+        "last_activity",
+        "state",
+        "event_count",
+        "last_seq",
+        "updated_at",
+    ],
+};
+const RESOURCE: Shape = Shape {
+    key: "key",
+    rare: &["type", "guid", "user_guid"],
+    frequent: &["deleted", "state", "event_count", "last_seq", "updated_at"],
+};
+
+impl Columns {
+    fn shape(&self) -> &'static Shape {
+        match self {
+            Columns::Journey { .. } => &JOURNEY,
+            Columns::Member { .. } => &MEMBER,
+            Columns::User { .. } => &USER,
+            Columns::Resource { .. } => &RESOURCE,
+        }
+    }
+}
+
+/// A row's values in its shape's order: the rare columns, then the frequent ones.
+fn values(r: &SnapshotRow) -> (Vec<Option<&str>>, Vec<&dyn rusqlite::ToSql>) {
+    let (rare, mut frequent): (Vec<Option<&str>>, Vec<&dyn rusqlite::ToSql>) = match &r.columns {
+        Columns::Journey {
+            status,
+            journey_id,
+            customer_reference,
+            last_activity,
+        } => (
+            vec![
+                Some(status.as_str()),
+                journey_id.as_deref(),
+                customer_reference.as_deref(),
+            ],
+            vec![last_activity],
+        ),
+        Columns::Member {
+            user_guid,
+            connection_status,
+            last_activity,
+        } => (
+            vec![user_guid.as_deref()],
+            vec![connection_status, last_activity],
+        ),
+        Columns::User { last_activity } => (Vec::new(), vec![last_activity]),
+        Columns::Resource {
+            resource_type,
+            guid,
+            user_guid,
+            deleted,
+        } => (
+            vec![
+                Some(resource_type.as_str()),
+                Some(guid.as_str()),
+                user_guid.as_deref(),
+            ],
+            vec![deleted],
+        ),
+    };
+    frequent.extend([
+        &r.state as &dyn rusqlite::ToSql,
+        &r.event_count,
+        &r.last_seq,
+        &r.updated_at,
+    ]);
+    (rare, frequent)
+}
+
 /// The statements that write one table's snapshots, prepared once for a batch of rows (a
 /// statement per row cost a `format!`, a hash of the SQL text and a cache round trip each, a
 /// few per cent of the writer thread's time).
 ///
-/// The upsert sets only what changes with nearly every event (`state`, counts,
-/// `last_activity`); the indexed columns that rarely change (status, journey id, customer
-/// reference, user, ...) are rewritten by a second statement only when they differ. An UPDATE
-/// that names an indexed column rewrites that index entry even when the value is the same, and
-/// every such page goes to the WAL (docs/BENCHMARKS.md).
+/// A row is looked up by its key once, then written by rowid with one of three statements: an
+/// INSERT for a new key; for an existing one, an UPDATE of the frequent columns, or of every
+/// column when a rare one differs. An UPDATE that names an indexed column rewrites that index
+/// entry even when the value is the same, and every such page goes to the WAL
+/// (docs/BENCHMARKS.md); and a journey's `status` fires the counting trigger (migration 0004),
+/// which makes SQLite keep a statement journal. The usual update names neither.
 struct Upsert<'c> {
+    /// `None` for a rebuild's own table, every key new: every row is inserted.
+    find: Option<CachedStatement<'c>>,
     insert: CachedStatement<'c>,
-    /// `None` for a rebuild's own table, every key new: its INSERT sets every column.
-    fix: Option<CachedStatement<'c>>,
+    update: CachedStatement<'c>,
+    update_all: CachedStatement<'c>,
 }
 
 impl<'c> Upsert<'c> {
@@ -355,140 +467,84 @@ impl<'c> Upsert<'c> {
         columns: &Columns,
         fresh: bool,
     ) -> Result<Self> {
-        let (insert, fix) = match columns {
-            Columns::Journey { .. } => (
-                format!(
-                    "INSERT INTO {table} (correlation_id, status, journey_id, customer_reference, last_activity,
-                                          state, event_count, last_seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (correlation_id) DO UPDATE SET last_activity = excluded.last_activity,
-                         state = excluded.state, event_count = excluded.event_count, last_seq = excluded.last_seq,
-                         updated_at = excluded.updated_at"
-                ),
-                format!(
-                    "UPDATE {table} SET status = ?2, journey_id = ?3, customer_reference = ?4
-                     WHERE correlation_id = ?1 AND (status IS NOT ?2 OR journey_id IS NOT ?3 OR customer_reference IS NOT ?4)"
-                ),
-            ),
-            Columns::Member { .. } => (
-                format!(
-                    "INSERT INTO {table} (member_guid, user_guid, connection_status, last_activity,
-                                          state, event_count, last_seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (member_guid) DO UPDATE SET connection_status = excluded.connection_status,
-                         last_activity = excluded.last_activity, state = excluded.state, event_count = excluded.event_count,
-                         last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-                ),
-                format!("UPDATE {table} SET user_guid = ?2 WHERE member_guid = ?1 AND user_guid IS NOT ?2"),
-            ),
-            Columns::User { .. } => (
-                format!(
-                    "INSERT INTO {table} (user_guid, last_activity, state, event_count, last_seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (user_guid) DO UPDATE SET last_activity = excluded.last_activity, state = excluded.state,
-                         event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-                ),
-                // Nothing indexed changes after a user's first event.
-                String::new(),
-            ),
-            Columns::Resource { .. } => (
-                format!(
-                    "INSERT INTO {table} (key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (key) DO UPDATE SET deleted = excluded.deleted, state = excluded.state,
-                         event_count = excluded.event_count, last_seq = excluded.last_seq, updated_at = excluded.updated_at"
-                ),
-                format!(
-                    "UPDATE {table} SET type = ?2, guid = ?3, user_guid = ?4
-                     WHERE key = ?1 AND (type IS NOT ?2 OR guid IS NOT ?3 OR user_guid IS NOT ?4)"
-                ),
-            ),
+        let shape = columns.shape();
+        let all: Vec<&str> = shape.rare.iter().chain(shape.frequent).copied().collect();
+        let set = |cols: &[&str]| {
+            cols.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ?{}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
+        let find = format!(
+            "SELECT rowid{} FROM {table} WHERE {} = ?1",
+            shape
+                .rare
+                .iter()
+                .map(|c| format!(", {c}"))
+                .collect::<String>(),
+            shape.key
+        );
+        let insert = format!(
+            "INSERT OR FAIL INTO {table} ({}, {}) VALUES ({})",
+            shape.key,
+            all.join(", "),
+            (1..=all.len() + 1)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let update = format!(
+            "UPDATE OR FAIL {table} SET {} WHERE rowid = ?1",
+            set(shape.frequent)
+        );
+        let update_all = format!("UPDATE OR FAIL {table} SET {} WHERE rowid = ?1", set(&all));
         Ok(Upsert {
-            insert: tx.prepare_cached(&insert)?,
-            fix: match fresh || fix.is_empty() {
+            find: match fresh {
                 true => None,
-                false => Some(tx.prepare_cached(&fix)?),
+                false => Some(tx.prepare_cached(&find)?),
             },
+            insert: tx.prepare_cached(&insert)?,
+            update: tx.prepare_cached(&update)?,
+            update_all: tx.prepare_cached(&update_all)?,
         })
     }
 
     /// Writes one snapshot (of the shape the statements were prepared for).
     fn run(&mut self, row: &SnapshotRow) -> Result<()> {
-        let r = row;
-        match &r.columns {
-            Columns::Journey {
-                status,
-                journey_id,
-                customer_reference,
-                last_activity,
-            } => {
-                self.insert.execute(params![
-                    r.key,
-                    status,
-                    journey_id,
-                    customer_reference,
-                    last_activity,
-                    r.state,
-                    r.event_count,
-                    r.last_seq,
-                    r.updated_at
-                ])?;
-                if let Some(fix) = &mut self.fix {
-                    fix.execute(params![r.key, status, journey_id, customer_reference])?;
+        let (rare, frequent) = values(row);
+        let found = match &mut self.find {
+            None => None,
+            Some(find) => find
+                .query_row([&row.key], |stored| {
+                    let rowid: i64 = stored.get(0)?;
+                    let mut same = true;
+                    for (i, value) in rare.iter().enumerate() {
+                        same &= stored.get_ref(i + 1)?.as_str_or_null()? == *value;
+                    }
+                    Ok((rowid, same))
+                })
+                .optional()?,
+        };
+        let rare = rare.iter().map(|v| v as &dyn rusqlite::ToSql);
+        match found {
+            None => {
+                let key: &dyn rusqlite::ToSql = &row.key;
+                let args: Vec<_> = std::iter::once(key).chain(rare).chain(frequent).collect();
+                self.insert.execute(&*args)?
+            }
+            Some((rowid, same)) => {
+                let id: &dyn rusqlite::ToSql = &rowid;
+                let args: Vec<_> = match same {
+                    true => std::iter::once(id).chain(frequent).collect(),
+                    false => std::iter::once(id).chain(rare).chain(frequent).collect(),
+                };
+                match same {
+                    true => self.update.execute(&*args)?,
+                    false => self.update_all.execute(&*args)?,
                 }
             }
-            Columns::Member {
-                user_guid,
-                connection_status,
-                last_activity,
-            } => {
-                self.insert.execute(params![
-                    r.key,
-                    user_guid,
-                    connection_status,
-                    last_activity,
-                    r.state,
-                    r.event_count,
-                    r.last_seq,
-                    r.updated_at
-                ])?;
-                if let Some(fix) = &mut self.fix {
-                    fix.execute(params![r.key, user_guid])?;
-                }
-            }
-            Columns::User { last_activity } => {
-                self.insert.execute(params![
-                    r.key,
-                    last_activity,
-                    r.state,
-                    r.event_count,
-                    r.last_seq,
-                    r.updated_at
-                ])?;
-            }
-            Columns::Resource {
-                resource_type,
-                guid,
-                user_guid,
-                deleted,
-            } => {
-                self.insert.execute(params![
-                    r.key,
-                    resource_type,
-                    guid,
-                    user_guid,
-                    deleted,
-                    r.state,
-                    r.event_count,
-                    r.last_seq,
-                    r.updated_at
-                ])?;
-                if let Some(fix) = &mut self.fix {
-                    fix.execute(params![r.key, resource_type, guid, user_guid])?;
-                }
-            }
-        }
+        };
         Ok(())
     }
 }
