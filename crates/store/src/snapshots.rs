@@ -338,49 +338,32 @@ struct Shape {
     key: &'static str,
     /// Indexed columns that rarely change after a key's first event (all TEXT).
     rare: &'static [&'static str],
-    /// Everything else, which changes with nearly every event.
+    /// The other columns of this shape, which change with nearly every event (then [`COMMON`]).
     frequent: &'static [&'static str],
 }
 
 const JOURNEY: Shape = Shape {
     key: "correlation_id",
     rare: &["status", "journey_id", "customer_reference"],
-    frequent: &[
-        "last_activity",
-        "state",
-        "event_count",
-        "last_seq",
-        "updated_at",
-    ],
+    frequent: &["last_activity"],
 };
 const MEMBER: Shape = Shape {
     key: "member_guid",
     rare: &["user_guid"],
-    frequent: &[
-        "connection_status",
-        "last_activity",
-        "state",
-        "event_count",
-        "last_seq",
-        "updated_at",
-    ],
+    frequent: &["connection_status", "last_activity"],
 };
 const USER: Shape = Shape {
     key: "user_guid",
     rare: &[],
-    frequent: &[
-        "last_activity",
-        "state",
-        "event_count",
-        "last_seq",
-        "updated_at",
-    ],
+    frequent: &["last_activity"],
 };
 const RESOURCE: Shape = Shape {
     key: "key",
     rare: &["type", "guid", "user_guid"],
-    frequent: &["deleted", "state", "event_count", "last_seq", "updated_at"],
+    frequent: &["deleted"],
 };
+/// The columns every snapshot table ends with, after its shape's frequent ones.
+const COMMON: [&str; 4] = ["state", "event_count", "last_seq", "updated_at"];
 
 impl Columns {
     fn shape(&self) -> &'static Shape {
@@ -393,7 +376,7 @@ impl Columns {
     }
 }
 
-/// A row's values in its shape's order: the rare columns, then the frequent ones.
+/// A row's values in its shape's order: the rare columns, then the frequent ones and [`COMMON`].
 fn values(r: &SnapshotRow) -> (Vec<Option<&str>>, Vec<&dyn rusqlite::ToSql>) {
     let (rare, mut frequent): (Vec<Option<&str>>, Vec<&dyn rusqlite::ToSql>) = match &r.columns {
         Columns::Journey {
@@ -468,7 +451,8 @@ impl<'c> Upsert<'c> {
         fresh: bool,
     ) -> Result<Self> {
         let shape = columns.shape();
-        let all: Vec<&str> = shape.rare.iter().chain(shape.frequent).copied().collect();
+        let frequent: Vec<&str> = shape.frequent.iter().chain(&COMMON).copied().collect();
+        let all: Vec<&str> = shape.rare.iter().chain(&frequent).copied().collect();
         let set = |cols: &[&str]| {
             cols.iter()
                 .enumerate()
@@ -496,7 +480,7 @@ impl<'c> Upsert<'c> {
         );
         let update = format!(
             "UPDATE OR FAIL {table} SET {} WHERE rowid = ?1",
-            set(shape.frequent)
+            set(&frequent)
         );
         let update_all = format!("UPDATE OR FAIL {table} SET {} WHERE rowid = ?1", set(&all));
         Ok(Upsert {
