@@ -1,5 +1,5 @@
 -- The counting triggers of migration 0004, rewritten so that a snapshot write needs no statement
--- journal (decision 0014, "Statement journals").
+-- journal (decision 0015).
 --
 -- SQLite keeps a statement journal (a copy of every page the statement changes, so that it can
 -- undo that one statement) for a statement that fires triggers and may abort part-way. A trigger
@@ -10,17 +10,31 @@
 -- statements with `OR FAIL`, which the bodies inherit, so nothing in them may abort. A failed
 -- statement still fails the writer's whole transaction, which is rolled back.
 --
--- The counts and their meaning do not change.
+-- The counts and their meaning do not change. They are recounted here all the same: a process
+-- older than migration 0004 that rebuilt a projection after another process had migrated the
+-- file swapped in a table without its counting triggers (docs/operations.md, "Upgrading"), and
+-- then those counts went stale. So the triggers are dropped only if they exist, and the counts
+-- are filled anew from the tables, as migration 0004 did (one scan of each table).
 
-DROP TRIGGER journeys_counted_insert;
-DROP TRIGGER journeys_counted_delete;
-DROP TRIGGER journeys_counted_status;
-DROP TRIGGER members_counted_insert;
-DROP TRIGGER members_counted_delete;
-DROP TRIGGER users_counted_insert;
-DROP TRIGGER users_counted_delete;
-DROP TRIGGER resources_counted_insert;
-DROP TRIGGER resources_counted_delete;
+DROP TRIGGER IF EXISTS journeys_counted_insert;
+DROP TRIGGER IF EXISTS journeys_counted_delete;
+DROP TRIGGER IF EXISTS journeys_counted_status;
+DROP TRIGGER IF EXISTS members_counted_insert;
+DROP TRIGGER IF EXISTS members_counted_delete;
+DROP TRIGGER IF EXISTS users_counted_insert;
+DROP TRIGGER IF EXISTS users_counted_delete;
+DROP TRIGGER IF EXISTS resources_counted_insert;
+DROP TRIGGER IF EXISTS resources_counted_delete;
+
+DELETE FROM snapshot_counts;
+INSERT INTO snapshot_counts (projection, status, count)
+    SELECT 'journeys', status, count(*) FROM journeys GROUP BY status;
+INSERT INTO snapshot_counts (projection, status, count)
+    SELECT 'members', '', count(*) FROM members;
+INSERT INTO snapshot_counts (projection, status, count)
+    SELECT 'users', '', count(*) FROM users;
+INSERT INTO snapshot_counts (projection, status, count)
+    SELECT 'resources', '', count(*) FROM resources;
 
 CREATE TRIGGER journeys_counted_insert AFTER INSERT ON journeys BEGIN
     INSERT INTO snapshot_counts (projection, status, count) SELECT 'journeys', new.status, 0

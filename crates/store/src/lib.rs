@@ -277,9 +277,9 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
     // The checkpoint thread keeps the WAL short; this only bounds it (about 400 MB) should that
     // thread fall behind.
     conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
-    // About 16 statements run in every busy second (appends, deliveries, counts, the upserts of
-    // four tables, checkpoints); room for those and the rarer ones (quarantine, rebuilds), so
-    // that none is evicted and parsed again.
+    // About 26 statements run in every busy second (appends, deliveries, counts, four for each
+    // of the four snapshot tables, checkpoints); room for those and the rarer ones (quarantine,
+    // rebuilds), so that none is evicted and parsed again.
     conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     configure_common(conn, WRITER_CACHE_KIB)
 }
@@ -530,6 +530,58 @@ mod tests {
                 members: 1,
                 users: 1,
                 resources: 1,
+            }
+        );
+    }
+
+    /// Migration 0005 re-creates the counting triggers and recounts. A process older than 0004
+    /// that rebuilt a table beside a migrated file left it without its triggers and with stale
+    /// counts; the migration must neither fail on the missing triggers nor keep those counts.
+    #[test]
+    fn migration_5_opens_a_file_whose_counting_triggers_an_old_rebuild_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        let mut conn = Connection::open(&path).expect("open");
+        Migrations::from_slice(&MIGRATION_LIST[..4])
+            .to_latest(&mut conn)
+            .expect("version 4");
+        conn.execute_batch(
+            "INSERT INTO journeys VALUES ('J1', 'created', NULL, NULL, NULL, '{}', 1, 10, 100);
+             INSERT INTO users VALUES ('U1', 5, '{}', 1, 40, 400);
+             -- What an old rebuild's swap left: the tables without their triggers.
+             DROP TRIGGER journeys_counted_insert; DROP TRIGGER journeys_counted_status;
+             DROP TRIGGER users_counted_insert;
+             INSERT INTO journeys VALUES ('J2', 'paid', NULL, NULL, NULL, '{}', 1, 20, 200);
+             UPDATE journeys SET status = 'opened' WHERE correlation_id = 'J1';
+             INSERT INTO users VALUES ('U2', 5, '{}', 1, 50, 500);",
+        )
+        .expect("rows");
+        drop(conn);
+
+        Store::open(&path, Options::default())
+            .expect("migrates")
+            .close();
+        let reader = Reader::open(&path).expect("reader");
+        let expected = ProjectionCounts {
+            journeys_by_status: vec![("opened".into(), 1), ("paid".into(), 1)],
+            members: 0,
+            users: 2,
+            resources: 0,
+        };
+        assert_eq!(reader.projection_counts().expect("counts"), expected);
+        // The triggers are back: a new row is counted.
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "INSERT INTO users VALUES ('U3', 5, '{}', 1, 60, 600);
+             UPDATE journeys SET status = 'completed' WHERE correlation_id = 'J2';",
+        )
+        .expect("more rows");
+        assert_eq!(
+            reader.projection_counts().expect("counts"),
+            ProjectionCounts {
+                journeys_by_status: vec![("completed".into(), 1), ("opened".into(), 1)],
+                users: 3,
+                ..expected
             }
         );
     }

@@ -432,8 +432,10 @@ fn values(r: &SnapshotRow) -> (Vec<Option<&str>>, Vec<&dyn rusqlite::ToSql>) {
 /// INSERT for a new key; for an existing one, an UPDATE of the frequent columns, or of every
 /// column when a rare one differs. An UPDATE that names an indexed column rewrites that index
 /// entry even when the value is the same, and every such page goes to the WAL
-/// (docs/BENCHMARKS.md); and a journey's `status` fires the counting trigger (migration 0004),
-/// which makes SQLite keep a statement journal. The usual update names neither.
+/// (docs/BENCHMARKS.md); and naming a journey's `status` fires the counting trigger (migrations
+/// 0004 and 0005). The usual update names neither. Every statement runs `OR FAIL`, which the
+/// trigger bodies inherit, so nothing in a snapshot write may abort part-way and SQLite keeps
+/// no statement journal for it (decision 0015). A failed statement fails the whole transaction.
 struct Upsert<'c> {
     /// `None` for a rebuild's own table, every key new: every row is inserted.
     find: Option<CachedStatement<'c>>,
@@ -610,7 +612,7 @@ fn table_ddl(tx: &Transaction<'_>, projection: Projection) -> Result<(String, Ve
         |r| r.get(0),
     )?;
     // Indexes first: a trigger's body may rely on them. Triggers include the counting ones of
-    // migration 0004 and any an operator added.
+    // migrations 0004 and 0005 and any an operator added.
     let mut stmt = tx.prepare(
         "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ?1 AND sql IS NOT NULL
          ORDER BY type = 'trigger', name",
@@ -745,7 +747,7 @@ pub(crate) fn read_counts(conn: &Connection) -> Result<ProjectionCounts> {
 }
 
 /// Sets `projection`'s rows of `snapshot_counts` from its table (a rebuild's swap; the
-/// triggers of migration 0004 keep them current after that).
+/// triggers of migrations 0004 and 0005 keep them current after that).
 fn recount(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
     let name = projection.name();
     // Journeys by status; the others in one row, even when empty.
