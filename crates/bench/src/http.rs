@@ -146,8 +146,12 @@ fn correlation_id(conn: usize, slot: usize, generation: usize) -> String {
 /// [`OPEN_JOURNEYS`] journeys open and sends them events in turn; a journey that has had its
 /// [`LIFECYCLE`] is replaced by a new one. So states stay the size of real journeys, new keys
 /// keep arriving, and statuses move through created, opened, paid and completed.
-pub(crate) fn delivery(conn: usize, n: usize) -> String {
-    let now = now_rfc3339();
+fn delivery(conn: usize, n: usize) -> String {
+    delivery_at(conn, n, &now_rfc3339())
+}
+
+/// As [`delivery`], stamped `now` (an RFC 3339 time) instead of the current time.
+pub(crate) fn delivery_at(conn: usize, n: usize, now: &str) -> String {
     let (slot, round) = (n % OPEN_JOURNEYS, n / OPEN_JOURNEYS);
     let (event_id, fields) = LIFECYCLE[round % LIFECYCLE.len()];
     let id = correlation_id(conn, slot, round / LIFECYCLE.len());

@@ -71,8 +71,8 @@ enum Command {
         connections: Vec<usize>,
     },
     /// The daemon's write path without HTTP, in lockstep: append groups of single-event
-    /// deliveries, each followed by the projector's batch; against appends alone. Deterministic,
-    /// for comparing builds under `valgrind --tool=callgrind`.
+    /// deliveries, each followed by the projector's batch; against appends alone. The same work
+    /// in every run, for comparing builds under `valgrind --tool=callgrind`.
     Writer {
         /// Events (single-event deliveries) to write.
         #[arg(long, default_value_t = 50_000)]
