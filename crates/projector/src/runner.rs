@@ -446,8 +446,9 @@ impl Runner {
     }
 
     /// As [`Runner::catch_up_with`], but stops between batches once `stop` is set, and starts
-    /// no rebuild then (one already running goes on to its end): for a process asked to stop
-    /// while it catches up (the daemon's rounds).
+    /// no rebuild then; one already running is abandoned before its swap, at the next key it
+    /// reads, and left to the next catch-up: for a process asked to stop while it catches up
+    /// (the daemon's rounds).
     pub fn catch_up_unless(
         &mut self,
         on_update: &mut dyn FnMut(Update),
@@ -493,7 +494,18 @@ impl Runner {
                 projection = projection.name(),
                 "snapshots were built by other code or configuration; rebuilding"
             );
-            self.rebuild(projection, &mut |_| {})?;
+            match self.rebuild_unless(projection, &mut |_| {}, stop) {
+                Ok(_) => {}
+                Err(store::Error::Stopped) => {
+                    tracing::info!(
+                        projection = projection.name(),
+                        "rebuild abandoned to stop; the next start does it again"
+                    );
+                    done.checkpoint = self.lowest_checkpoint();
+                    return Ok(done);
+                }
+                Err(e) => return Err(e),
+            }
             self.report_resync(on_update);
             done.rebuilt += 1;
         }
@@ -608,19 +620,24 @@ impl Runner {
         projection: Projection,
         progress: &mut dyn FnMut(u64),
     ) -> store::Result<Rebuilt> {
+        self.rebuild_unless(projection, progress, &|| false)
+    }
+
+    /// As [`Runner::rebuild`], but abandons the rebuild with [`store::Error::Stopped`] once
+    /// `stop()`, before its swap: the live table and checkpoint stay as they were, and the
+    /// half-filled table is dropped by the next swap of the projection.
+    fn rebuild_unless(
+        &mut self,
+        projection: Projection,
+        progress: &mut dyn FnMut(u64),
+        stop: &dyn Fn() -> bool,
+    ) -> store::Result<Rebuilt> {
+        let (w, r, c) = (&self.writer, &self.reader, &self.config);
         let rebuilt = match projection {
-            Projection::Journeys => {
-                rebuild::<Journeys>(&self.writer, &self.reader, &self.config, progress)?
-            }
-            Projection::Members => {
-                rebuild::<Members>(&self.writer, &self.reader, &self.config, progress)?
-            }
-            Projection::Users => {
-                rebuild::<Users>(&self.writer, &self.reader, &self.config, progress)?
-            }
-            Projection::Resources => {
-                rebuild::<Resources>(&self.writer, &self.reader, &self.config, progress)?
-            }
+            Projection::Journeys => rebuild::<Journeys>(w, r, c, progress, stop)?,
+            Projection::Members => rebuild::<Members>(w, r, c, progress, stop)?,
+            Projection::Users => rebuild::<Users>(w, r, c, progress, stop)?,
+            Projection::Resources => rebuild::<Resources>(w, r, c, progress, stop)?,
         };
         self.sync()?;
         Ok(rebuilt)
@@ -632,6 +649,7 @@ fn rebuild<M: Model>(
     reader: &Reader,
     config: &Config,
     progress: &mut dyn FnMut(u64),
+    stop: &dyn Fn() -> bool,
 ) -> store::Result<Rebuilt> {
     let head = reader.head()?;
     let ticket = writer.rebuild_begin(M::PROJECTION)?;
@@ -672,6 +690,9 @@ fn rebuild<M: Model>(
                 return Ok(());
             };
             if current.as_ref().is_some_and(|(k, _)| k != key) {
+                if stop() {
+                    return Err(store::Error::Stopped);
+                }
                 if let Some((k, fold)) = current.take()
                     && fold.event_count() > 0
                     && let Some(row) = M::row(&k, &fold, config)
@@ -704,6 +725,9 @@ fn rebuild<M: Model>(
     while in_flight > 0 {
         rx.recv().map_err(|_| store::Error::WriterStopped)??;
         in_flight -= 1;
+    }
+    if stop() {
+        return Err(store::Error::Stopped);
     }
     progress(events);
     match writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config)) {

@@ -16,12 +16,18 @@ struct Db {
 }
 
 fn db() -> Db {
+    db_with(None)
+}
+
+/// As [`db`], calling `on_commit` after every commit of the store's writer.
+fn db_with(on_commit: Option<store::CommitHook>) -> Db {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     let store = Store::open(
         &path,
         Options {
             synchronous: Synchronous::Normal,
+            on_commit,
             ..Options::default()
         },
     )
@@ -119,6 +125,25 @@ impl Db {
         // The store crate owns SQL; tests reach the file the way an operator would.
         let conn = rusqlite::Connection::open(&self.path).expect("open");
         conn.execute_batch(sql).expect("sql");
+    }
+
+    /// The rows of each table that rebuilds of `projection` are filling or abandoned.
+    fn rebuild_tables(&self, projection: Projection) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(&self.path).expect("open");
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1")
+            .expect("sql")
+            .query_map([format!("{}_next_%", projection.name())], |r| r.get(0))
+            .expect("sql")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        names
+            .iter()
+            .map(|n| {
+                conn.query_row(&format!("SELECT count(*) FROM {n}"), [], |r| r.get(0))
+                    .expect("count")
+            })
+            .collect()
     }
 }
 
@@ -463,6 +488,65 @@ fn a_catch_up_asked_to_stop_ends_at_the_next_batch_and_rebuilds_nothing() {
     let incremental = d.snapshots();
     rebuild_all(&mut runner);
     assert_eq!(d.snapshots(), incremental);
+}
+
+/// A stop asked for while a rebuild reads the log abandons it before its swap: the live table
+/// and its checkpoint stay as they were, and the next catch-up rebuilds from the start and drops
+/// the abandoned table.
+#[test]
+fn a_stop_during_a_rebuild_abandons_it_before_the_swap() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (armed, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (a, s) = (Arc::clone(&armed), Arc::clone(&stop));
+    // Once armed, the first commit without appends is the rebuild's empty table: the stop comes
+    // before the rebuild has read a key.
+    let d = db_with(Some(Arc::new(move |info: &store::CommitInfo| {
+        if info.appends == 0 && a.load(SeqCst) {
+            s.store(true, SeqCst);
+        }
+    })));
+    d.append(corpus(30));
+    let mut runner = d.runner(Config::default());
+    runner.catch_up().expect("catch up");
+    let built = d.snapshots();
+    d.sql("UPDATE journeys SET state = 'damaged'; UPDATE checkpoints SET version = 0 WHERE projection = 'journeys';");
+    let before = (d.snapshots(), d.checkpoints());
+
+    armed.store(true, SeqCst);
+    let mut updates = Vec::new();
+    let cut = runner
+        .catch_up_unless(&mut |u| updates.push(u), &stop)
+        .expect("a stop is not an error");
+    assert!(stop.load(SeqCst), "the rebuild began");
+    assert_eq!((cut.rebuilt, cut.events), (0, 0));
+    assert!(!resynced(&updates), "nothing was swapped in");
+    assert_eq!(
+        (d.snapshots(), d.checkpoints()),
+        before,
+        "the live table and its checkpoint are as they were"
+    );
+    assert_eq!(
+        d.rebuild_tables(Projection::Journeys),
+        [0],
+        "the abandoned table, left before its first key was written"
+    );
+
+    armed.store(false, SeqCst);
+    stop.store(false, SeqCst);
+    let full = runner
+        .catch_up_unless(&mut |_| {}, &stop)
+        .expect("catch up");
+    assert_eq!(full.rebuilt, 1);
+    assert_eq!(d.snapshots(), built, "rebuilt from the log");
+    assert_eq!(
+        d.rebuild_tables(Projection::Journeys),
+        [0; 0],
+        "dropped at the swap"
+    );
 }
 
 /// `/v1/stream` sends changes as they are reported, with `id` = `seq`, and a resumed client

@@ -86,6 +86,10 @@ pub enum Error {
     /// The writer thread has stopped; nothing more can be appended through this store.
     #[error("the writer has stopped")]
     WriterStopped,
+    /// The caller asked a long operation (a rebuild) to stop before it finished; nothing of it
+    /// took effect.
+    #[error("stopped before it finished")]
+    Stopped,
 }
 
 /// `Result` with this crate's [`Error`].
