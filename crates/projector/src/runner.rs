@@ -499,7 +499,7 @@ impl Runner {
                 Err(store::Error::Stopped) => {
                     tracing::info!(
                         projection = projection.name(),
-                        "rebuild abandoned to stop; the next start does it again"
+                        "rebuild abandoned: asked to stop; the next catch-up starts it again"
                     );
                     done.checkpoint = self.lowest_checkpoint();
                     return Ok(done);
