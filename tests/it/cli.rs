@@ -136,3 +136,27 @@ fn the_database_flag_also_comes_from_the_environment() {
     assert!(other.exists());
     assert!(!j.db().exists());
 }
+
+/// A reader that goes away (`journeyd events | head -1`) is no failure: the command ends
+/// quietly with status 0, as a tool killed by SIGPIPE would, in text and in JSON.
+#[test]
+fn output_into_a_pipe_whose_reader_went_away_ends_quietly() {
+    let j = journeyd();
+    j.run(&["import", arg(&examples().join("mobile-journeys.json"))])
+        .success();
+    for args in [&["events"][..], &["--json", "events"], &["stats"]] {
+        let mut child = j
+            .command(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("journeyd runs");
+        // The reader goes away before journeyd has written a byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
