@@ -761,3 +761,233 @@ fn recount(tx: &Transaction<'_>, projection: Projection) -> Result<()> {
     ))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::types::Value;
+
+    use super::*;
+
+    fn row(key: &str, columns: Columns, n: i64) -> SnapshotRow {
+        SnapshotRow {
+            key: key.to_owned(),
+            columns,
+            state: format!("{{\"n\":{n}}}"),
+            event_count: n,
+            last_seq: 10 * n,
+            updated_at: 100 * n,
+        }
+    }
+
+    fn text(s: Option<&str>) -> Value {
+        s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+    }
+
+    fn int(i: Option<i64>) -> Value {
+        i.map_or(Value::Null, Value::Integer)
+    }
+
+    /// What the table must hold after `r` was written: every column, listed here by hand
+    /// rather than through [`Shape`], so that a wrong column list there is caught.
+    fn expected(r: &SnapshotRow) -> (&'static str, Vec<Value>) {
+        let (sql, mut v) = match &r.columns {
+            Columns::Journey {
+                status,
+                journey_id,
+                customer_reference,
+                last_activity,
+            } => (
+                "SELECT correlation_id, status, journey_id, customer_reference, last_activity, state, event_count, last_seq, updated_at FROM journeys WHERE correlation_id = ?1",
+                vec![
+                    text(Some(status)),
+                    text(journey_id.as_deref()),
+                    text(customer_reference.as_deref()),
+                    int(*last_activity),
+                ],
+            ),
+            Columns::Member {
+                user_guid,
+                connection_status,
+                last_activity,
+            } => (
+                "SELECT member_guid, user_guid, connection_status, last_activity, state, event_count, last_seq, updated_at FROM members WHERE member_guid = ?1",
+                vec![
+                    text(user_guid.as_deref()),
+                    text(connection_status.as_deref()),
+                    int(*last_activity),
+                ],
+            ),
+            Columns::User { last_activity } => (
+                "SELECT user_guid, last_activity, state, event_count, last_seq, updated_at FROM users WHERE user_guid = ?1",
+                vec![int(*last_activity)],
+            ),
+            Columns::Resource {
+                resource_type,
+                guid,
+                user_guid,
+                deleted,
+            } => (
+                "SELECT key, type, guid, user_guid, deleted, state, event_count, last_seq, updated_at FROM resources WHERE key = ?1",
+                vec![
+                    text(Some(resource_type)),
+                    text(Some(guid)),
+                    text(user_guid.as_deref()),
+                    Value::Integer(i64::from(*deleted)),
+                ],
+            ),
+        };
+        v.insert(0, Value::Text(r.key.clone()));
+        v.extend([
+            Value::Text(r.state.clone()),
+            Value::Integer(r.event_count),
+            Value::Integer(r.last_seq),
+            Value::Integer(r.updated_at),
+        ]);
+        (sql, v)
+    }
+
+    /// Whatever changes from one write of a key to the next (an indexed column from a value to
+    /// another, to NULL and back, a status, nothing indexed at all, the same key twice in one
+    /// batch), the table then holds exactly the last row written, and the counts match it.
+    #[test]
+    fn every_column_of_every_shape_is_what_was_written_last() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::migrations().to_latest(&mut conn).expect("schema");
+        let journey =
+            |status: &str, id: Option<&str>, reference: Option<&str>, at| Columns::Journey {
+                status: status.to_owned(),
+                journey_id: id.map(str::to_owned),
+                customer_reference: reference.map(str::to_owned),
+                last_activity: at,
+            };
+        let member = |user: Option<&str>, connection: Option<&str>, at| Columns::Member {
+            user_guid: user.map(str::to_owned),
+            connection_status: connection.map(str::to_owned),
+            last_activity: at,
+        };
+        let resource = |kind: &str, guid: &str, user: Option<&str>, deleted| Columns::Resource {
+            resource_type: kind.to_owned(),
+            guid: guid.to_owned(),
+            user_guid: user.map(str::to_owned),
+            deleted,
+        };
+        let batches: Vec<Vec<(Projection, SnapshotRow)>> = vec![
+            vec![
+                (
+                    Projection::Journeys,
+                    row("J1", journey("created", None, None, None), 1),
+                ),
+                (
+                    Projection::Journeys,
+                    row("J2", journey("paid", Some("2"), Some("AX"), Some(5)), 1),
+                ),
+                (Projection::Members, row("M1", member(None, None, None), 1)),
+                (
+                    Projection::Users,
+                    row(
+                        "U1",
+                        Columns::User {
+                            last_activity: None,
+                        },
+                        1,
+                    ),
+                ),
+                (
+                    Projection::Resources,
+                    row("goal/G1", resource("goal", "G1", None, false), 1),
+                ),
+            ],
+            vec![
+                (
+                    Projection::Journeys,
+                    row("J1", journey("opened", Some("2"), None, Some(2)), 2),
+                ),
+                (
+                    Projection::Journeys,
+                    row("J2", journey("paid", Some("2"), Some("AX"), Some(6)), 2),
+                ),
+                (
+                    Projection::Members,
+                    row("M1", member(Some("U1"), Some("CONNECTED"), Some(2)), 2),
+                ),
+                (
+                    Projection::Users,
+                    row(
+                        "U1",
+                        Columns::User {
+                            last_activity: Some(2),
+                        },
+                        2,
+                    ),
+                ),
+                (
+                    Projection::Resources,
+                    row("goal/G1", resource("goal", "G1", Some("U1"), true), 2),
+                ),
+            ],
+            vec![
+                (
+                    Projection::Journeys,
+                    row("J1", journey("paid", Some("3"), Some("AY"), Some(3)), 3),
+                ),
+                (
+                    Projection::Journeys,
+                    row("J1", journey("completed", None, Some("AY"), Some(4)), 4),
+                ),
+                (
+                    Projection::Journeys,
+                    row("J2", journey("completed", Some("2"), None, Some(7)), 3),
+                ),
+                (
+                    Projection::Members,
+                    row("M1", member(Some("U2"), None, Some(3)), 3),
+                ),
+                (
+                    Projection::Resources,
+                    row("goal/G1", resource("account", "G2", None, false), 3),
+                ),
+            ],
+        ];
+        let mut last: std::collections::BTreeMap<String, SnapshotRow> = Default::default();
+        for rows in batches {
+            let tx = conn.transaction().expect("begin");
+            let batch = ProjectBatch {
+                rows,
+                ..ProjectBatch::default()
+            };
+            write_batch(&tx, &batch).expect("write");
+            tx.commit().expect("commit");
+            for (_, r) in batch.rows {
+                last.insert(r.key.clone(), r);
+            }
+            for r in last.values() {
+                let (sql, want) = expected(r);
+                let got: Vec<Value> = conn
+                    .query_row(sql, [&r.key], |s| {
+                        (0..want.len()).map(|i| s.get::<_, Value>(i)).collect()
+                    })
+                    .expect("the row is there");
+                assert_eq!(got, want, "{}", r.key);
+            }
+            let counts = |sql: &str| -> Vec<(String, String, i64)> {
+                conn.prepare(sql)
+                    .expect("sql")
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .expect("query")
+                    .collect::<rusqlite::Result<_>>()
+                    .expect("rows")
+            };
+            assert_eq!(
+                counts(
+                    "SELECT projection, status, count FROM snapshot_counts WHERE count > 0 ORDER BY 1, 2"
+                ),
+                counts(
+                    "SELECT 'journeys', status, count(*) FROM journeys GROUP BY status
+                     UNION ALL SELECT 'members', '', count(*) FROM members
+                     UNION ALL SELECT 'resources', '', count(*) FROM resources
+                     UNION ALL SELECT 'users', '', count(*) FROM users ORDER BY 1, 2"
+                ),
+            );
+        }
+    }
+}
