@@ -1452,16 +1452,32 @@ mod tests {
                 op.path
             );
         }
-        // And the other way round: every route the code registers is in the table.
-        let registered: std::collections::BTreeSet<(String, String)> =
-            regex::Regex::new(r#"\.route\(\s*"([^"]+)",\s*(get|post)\("#)
-                .expect("regex")
-                .captures_iter(concat!(
-                    include_str!("api.rs"),
-                    include_str!("../../ingest/src/lib.rs")
-                ))
-                .map(|c| (c[2].to_owned(), c[1].to_owned()))
-                .collect();
+        // And the other way round: every route the code registers is in the table, with every
+        // method of its method router (`get(a).post(b)` is two operations). A `.route(` this
+        // cannot read (a path that is not a literal, say) fails the test rather than go unseen.
+        let source = concat!(
+            include_str!("api.rs"),
+            include_str!("../../ingest/src/lib.rs")
+        );
+        let route =
+            regex::Regex::new(r#"\.route\(\s*"([^"]+)",\s*((?:\.?\s*[a-z_]+\([^()]*\))+)\s*\)"#)
+                .expect("regex");
+        let method = regex::Regex::new(r"\b(get|post|put|delete|patch|head|options|trace)\(")
+            .expect("regex");
+        let routes: Vec<_> = route.captures_iter(source).collect();
+        assert_eq!(
+            routes.len(),
+            source.matches(".route(").count(),
+            "a .route( call the test cannot read"
+        );
+        let mut registered = std::collections::BTreeSet::new();
+        for c in &routes {
+            let methods: Vec<_> = method.captures_iter(&c[2]).collect();
+            assert!(!methods.is_empty(), "no method in {}", &c[0]);
+            for m in methods {
+                registered.insert((m[1].to_owned(), c[1].to_owned()));
+            }
+        }
         let documented: std::collections::BTreeSet<(String, String)> = crate::openapi::OPERATIONS
             .iter()
             .map(|op| (op.method.to_owned(), op.path.to_owned()))
