@@ -1,9 +1,8 @@
 //! `GET /openapi.json`: the HTTP interface as OpenAPI 3.1, built here from one table of routes.
 //! A test (`every_documented_operation_is_a_real_route`) requests every operation in the table
 //! from the real router and fails if one is not routed or answers a status the table does not
-//! list, and compares the table with every method of every `.route(...)` in the source (a `.route(` it
-//! cannot read fails it too), so the two cannot
-//! drift.
+//! list. It also compares the table with every method of every `.route(...)` in the source, and
+//! fails on a `.route(` it cannot read, so the two cannot drift.
 
 use serde_json::{Value, json};
 
