@@ -1,4 +1,4 @@
-//! The webhook routes in-process: backpressure and limits.
+//! The webhook routes in-process: backpressure, storage failures and limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,55 @@ async fn a_full_writer_queue_answers_503_with_retry_after_and_stores_nothing_for
     let stats = store.reader().expect("reader").stats().expect("stats");
     assert_eq!(stats.events, 2, "the refused request left nothing");
     assert_eq!(stats.deliveries, 2);
+}
+
+/// A store that fails the write (here a trigger, added by another connection, refuses every
+/// event, as a full disk or an I/O error would fail the commit): 503 with `Retry-After`, the
+/// error JSON without SQLite's words, nothing stored, the refusal counted; once the store takes
+/// writes again, the same body is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_the_write_answers_503_and_keeps_nothing_of_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let other = rusqlite::Connection::open(dir.path().join("j.db")).expect("open");
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'the disk says no'); END;",
+        )
+        .expect("trigger");
+    let ingest = Arc::new(ingest_for(&store));
+    let app = ingest::router(Arc::clone(&ingest));
+    let refused = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(error["error"]["code"], "unavailable", "{error}");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("disk says no"),
+        "internal details are logged, not sent: {error}"
+    );
+    let stats = store.reader().expect("reader").stats().expect("stats");
+    assert_eq!((stats.events, stats.deliveries), (0, 0), "nothing kept");
+    let mut registry = prometheus_client::registry::Registry::default();
+    ingest.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.contains(
+            r#"journeyd_webhooks_unavailable_total{source="mobile-journeys",reason="store_error"} 1"#
+        ),
+        "{text}"
+    );
+
+    other.execute_batch("DROP TRIGGER refuse").expect("drop");
+    let stored = app.clone().oneshot(post(BODY)).await.expect("response");
+    assert_eq!(stored.status(), StatusCode::NO_CONTENT);
+    let stats = store.reader().expect("reader").stats().expect("stats");
+    assert_eq!((stats.events, stats.deliveries), (1, 1));
+    store.close();
 }
 
 fn rusqlite_lock(path: &std::path::Path) -> Lock {
