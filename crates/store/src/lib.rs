@@ -90,6 +90,14 @@ pub enum Error {
     /// took effect.
     #[error("stopped before it finished")]
     Stopped,
+    /// A backup could not be written where it was asked for, or its copy failed its check.
+    #[error("cannot back up to {}: {reason}", path.display())]
+    Backup {
+        /// The destination asked for.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -8,7 +8,7 @@ use rusqlite::{Connection, Row};
 use serde::Serialize;
 
 use crate::snapshots::{self, Checkpoint, JourneyFilter, Projection, ProjectionCounts, Snapshot};
-use crate::{Millis, Result};
+use crate::{Error, Millis, Result};
 
 /// A read-only connection. WAL lets any number of these read beside the writer.
 pub struct Reader {
@@ -290,6 +290,42 @@ impl Reader {
         let out = read(self)?;
         tx.finish()?;
         Ok(out)
+    }
+
+    /// Writes a copy of the whole database to `dest`, a file that must not exist yet, while
+    /// other connections (a running daemon) go on reading and writing. It is SQLite's
+    /// `VACUUM INTO`: the copy is the database as of one commit, compacted, a single file with
+    /// no `-wal` beside it. The copy and its directory are synced to disk, then the copy is
+    /// opened as a journeyd database and passes `PRAGMA quick_check`, before this returns.
+    pub fn backup_into(&self, dest: &Path) -> Result<()> {
+        let fail = |reason: String| Error::Backup {
+            path: dest.to_path_buf(),
+            reason,
+        };
+        if dest.exists() {
+            return Err(fail(
+                "the file exists; a backup never overwrites one".into(),
+            ));
+        }
+        let target = dest
+            .to_str()
+            .ok_or_else(|| fail("the path is not UTF-8".into()))?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
+        sync(dest).map_err(|e| fail(format!("cannot sync the copy: {e}")))?;
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        sync(dir).map_err(|e| fail(format!("cannot sync its directory: {e}")))?;
+        let copy = Reader::open(dest)?;
+        let check: String = copy
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(fail(format!("the copy failed its check: {check}")));
+        }
+        Ok(())
     }
 
     /// Counts over the log (from the writer-maintained `event_counts`) and quarantine, from one

@@ -698,3 +698,66 @@ fn a_consistent_read_sees_one_snapshot() {
     assert_eq!(reader.head().expect("head"), 2, "after it, the new commit");
     store.close();
 }
+
+/// A backup taken while a writer appends is the log as of one commit: a gap-free prefix of the
+/// log, with counts that agree with it, and it opens as a journeyd database. It never
+/// overwrites a file.
+#[test]
+fn a_backup_during_appends_is_the_database_as_of_one_commit() {
+    let db = db();
+    let store = open(&db);
+    let w = store.writer();
+    w.append(vec![submission(vec![event("J0", 0)])])
+        .expect("first");
+    let appending = std::sync::atomic::AtomicBool::new(true);
+    let dest = db.path.with_file_name("backup.db");
+    let backup = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 1;
+            while appending.load(Ordering::SeqCst) || n < 50 {
+                let batch = (0..20)
+                    .map(|i| event(&format!("J{}", n % 7), n * 20 + i))
+                    .collect();
+                w.append(vec![submission(batch)]).expect("append");
+                n += 1;
+            }
+        });
+        // Back up once some appends have gone in, while others go on.
+        while log(&db.path).len() < 200 {
+            std::thread::yield_now();
+        }
+        let backup = store.reader().and_then(|r| r.backup_into(&dest));
+        appending.store(false, Ordering::SeqCst);
+        backup
+    });
+    backup.expect("backup");
+    let original = log(&db.path);
+    let copy = log(&dest);
+    assert!(
+        copy.len() >= 200 && copy.len() < original.len(),
+        "{} of {}",
+        copy.len(),
+        original.len()
+    );
+    assert_eq!(copy[..], original[..copy.len()], "a prefix of the log");
+    assert_eq!(copy.len() % 20, 1, "whole commits only");
+    let stats = Reader::open(&dest).expect("copy").stats().expect("stats");
+    assert_eq!(
+        (stats.events, stats.log_head),
+        (copy.len() as i64, copy.len() as i64)
+    );
+    assert!(!dest.with_file_name("backup.db-wal").exists(), "one file");
+
+    let before = std::fs::read(&dest).expect("read");
+    let again = store.reader().expect("reader").backup_into(&dest);
+    assert!(
+        matches!(&again, Err(store::Error::Backup { reason, .. }) if reason.contains("exists")),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read(&dest).expect("read"),
+        before,
+        "left as it was"
+    );
+    store.close();
+}
