@@ -1184,3 +1184,59 @@ fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     j.run(&["rebuild"]).success();
     assert_eq!(snapshot(&j), after_restart);
 }
+
+/// `journeyd backup` while the daemon takes webhooks: the copy is the log as of one commit (a
+/// gap-free prefix of what the daemon kept, with the counts of that prefix). A daemon started
+/// on the copy, sent every delivery again as a provider would, serves what the original
+/// serves. A backup onto an existing file fails with one line and leaves the file alone.
+#[test]
+fn a_backup_taken_during_ingest_restores_to_a_daemon_that_converges() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let corpus = corpus();
+    let (first, rest) = corpus.split_at(60);
+    for (route, body) in first {
+        assert_eq!(d.post(route, body.as_bytes(), &[]).status, 204);
+    }
+    let dest = j.dir().join("backup.db");
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            for (route, body) in rest {
+                assert_eq!(d.post(route, body.as_bytes(), &[]).status, 204);
+            }
+        });
+        j.json(&["backup", tests::arg(&dest)])
+    });
+    settle(&d);
+    let seqs = |j: &Journeyd| -> Vec<(i64, String)> {
+        j.json(&["events", "--limit", "100000"])["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| (e["seq"].as_i64().expect("seq"), e["event_id"].to_string()))
+            .collect()
+    };
+    let restored = journeyd();
+    std::fs::copy(&dest, restored.db()).expect("restore");
+    let (kept, copied) = (seqs(&j), seqs(&restored));
+    assert!(copied.len() >= 60, "{} events", copied.len());
+    assert_eq!(copied[..], kept[..copied.len()], "a prefix of the log");
+    assert_eq!(report["events"], copied.len());
+    assert_eq!(report["log_head"], copied.len());
+    assert_eq!(report["path"], tests::arg(&dest));
+
+    let r = restored.serve(&[]);
+    for (route, body) in &corpus {
+        assert_eq!(r.post(route, body.as_bytes(), &[]).status, 204);
+    }
+    settle(&r);
+    assert_eq!(all_states(&r), all_states(&d));
+    assert_eq!(seqs(&restored).len(), kept.len(), "the rest came in again");
+
+    let before = std::fs::read(&dest).expect("read");
+    let again = j.run(&["backup", tests::arg(&dest)]);
+    assert_eq!(again.code, Some(1));
+    assert_eq!(again.stderr.lines().count(), 1, "{}", again.stderr);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&dest).expect("read"), before);
+}

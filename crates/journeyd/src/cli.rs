@@ -134,6 +134,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Write a consistent copy of the database to a new file, while the daemon runs: the
+    /// database as of one commit, compacted, checked. Never overwrites a file.
+    Backup {
+        /// Where to write the copy; the file must not exist.
+        #[arg(value_name = "FILE")]
+        dest: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

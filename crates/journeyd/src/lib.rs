@@ -114,6 +114,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Quarantine {
             command: cli::QuarantineCommand::Replay,
         } => import::replay(db, cli.synchronous, &config, &out),
+        cli::Command::Backup { dest } => query::backup(db, &dest, &out),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Read-only commands: `events`, `stats`, `quarantine list`.
+//! Read-only commands: `events`, `stats`, `quarantine list`, `backup`.
 
 use std::path::Path;
 
@@ -248,4 +248,33 @@ pub(crate) fn quarantine_list(db: &Path, out: &Output) -> anyhow::Result<()> {
     }
     out.text(t)?;
     out.text(format_args!("({} quarantined)", entries.len()))
+}
+
+/// What `backup` wrote.
+#[derive(Serialize)]
+struct BackupReport {
+    path: String,
+    bytes: u64,
+    events: i64,
+    log_head: i64,
+    quarantined: i64,
+}
+
+pub(crate) fn backup(db: &Path, dest: &Path, out: &Output) -> anyhow::Result<()> {
+    Reader::open(db)?.backup_into(dest)?;
+    let copy = Reader::open(dest)?.stats()?;
+    let report = BackupReport {
+        path: dest.display().to_string(),
+        bytes: std::fs::metadata(dest)?.len(),
+        events: copy.events,
+        log_head: copy.log_head,
+        quarantined: copy.quarantined,
+    };
+    if out.json {
+        return out.json(&report);
+    }
+    out.text(format_args!(
+        "backed up to {}: {} events (log head {}), {} quarantined bodies, {} bytes",
+        report.path, report.events, report.log_head, report.quarantined, report.bytes
+    ))
 }
