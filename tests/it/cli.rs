@@ -137,6 +137,42 @@ fn the_database_flag_also_comes_from_the_environment() {
     assert!(!j.db().exists());
 }
 
+/// An environment variable turns a flag on with any value but a false-like one, as shells and
+/// service managers set them (`1`, `true`, `yes`), and off with `0`, `false`, `no`, `off` or
+/// empty.
+#[test]
+fn flags_from_the_environment_take_the_usual_spellings() {
+    let j = journeyd();
+    j.run(&["import", arg(&examples().join("mobile-journeys.json"))])
+        .success();
+    for (value, json) in [
+        ("1", true),
+        ("true", true),
+        ("yes", true),
+        ("0", false),
+        ("false", false),
+        ("off", false),
+        ("", false),
+    ] {
+        let out = j
+            .command(&["stats"])
+            .env("JOURNEYD_JSON", value)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "JOURNEYD_JSON={value:?}: {out:?}");
+        let parsed = serde_json::from_slice::<serde_json::Value>(&out.stdout);
+        assert_eq!(parsed.is_ok(), json, "JOURNEYD_JSON={value:?}");
+    }
+    let out = j
+        .command(&["import", arg(&examples().join("mx.ndjson"))])
+        .env("JOURNEYD_IMPORT_NO_PROJECT", "1")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let stats = j.json(&["stats"]);
+    assert_ne!(stats["projector"]["lag"], 0, "appended only: {stats}");
+}
+
 /// A reader that goes away (`journeyd events | head -1`) is no failure: the command ends
 /// quietly with status 0, as a tool killed by SIGPIPE would, in text and in JSON.
 #[test]

@@ -1240,3 +1240,112 @@ fn a_backup_taken_during_ingest_restores_to_a_daemon_that_converges() {
     assert!(again.stderr.contains("exists"), "{}", again.stderr);
     assert_eq!(std::fs::read(&dest).expect("read"), before);
 }
+
+/// Reads from `s` until the peer closes it; how long that took, or `None` if it stayed open
+/// for `within`. What was read comes back too.
+fn closed_within(s: &mut TcpStream, within: Duration) -> (Option<Duration>, String) {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => return (Some(start.elapsed()), String::from_utf8_lossy(&got).into()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (Some(start.elapsed()), String::from_utf8_lossy(&got).into()),
+        }
+    }
+    (None, String::from_utf8_lossy(&got).into())
+}
+
+/// A client that stalls cannot hold a connection: a request head that does not arrive within
+/// `--header-timeout`, and a kept-alive connection idle that long, are closed; a body that does
+/// not arrive within `--body-timeout` gets 408, and nothing of it is stored. The daemon goes on
+/// answering others throughout.
+#[test]
+fn stalled_clients_are_cut_off_by_the_header_and_body_timeouts() {
+    let j = journeyd();
+    let d = j.serve(&["--header-timeout", "1", "--body-timeout", "1"]);
+    let addr = d.url.trim_start_matches("http://").to_owned();
+
+    let mut half_head = TcpStream::connect(&addr).expect("connect");
+    write!(half_head, "POST {MJ} HTTP/1.1\r\nHost: {addr}\r\n").expect("send");
+    let mut idle = TcpStream::connect(&addr).expect("connect");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut half_body = TcpStream::connect(&addr).expect("connect");
+    write!(
+        half_body,
+        "POST {MJ} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n[{{\"productId\""
+    )
+    .expect("send");
+    assert_eq!(
+        d.get("/healthz").status,
+        200,
+        "others are answered meanwhile"
+    );
+
+    let (closed, _) = closed_within(&mut half_head, Duration::from_secs(10));
+    let closed = closed.expect("a head that never ends is cut off");
+    assert!(closed >= Duration::from_millis(500), "{closed:?}");
+    let (closed, answered) = closed_within(&mut idle, Duration::from_secs(10));
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(closed.is_some(), "an idle kept-alive connection is closed");
+    let (closed, answered) = closed_within(&mut half_body, Duration::from_secs(10));
+    assert!(closed.is_some(), "{answered}");
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+    assert!(answered.contains(r#""code":"timeout""#), "{answered}");
+
+    let stats = d.get("/v1/stats").json();
+    assert_eq!(
+        (&stats["events"], &stats["quarantined"]),
+        (&json!(0), &json!(0))
+    );
+    assert_eq!(d.post(MJ, mj_event(1, 0).as_bytes(), &[]).status, 204);
+}
+
+/// Past `--max-connections`, a new connection waits until one closes: it is not refused, and
+/// the daemon does not take more than it may hold.
+#[test]
+fn connections_past_the_limit_wait_for_one_to_close() {
+    let j = journeyd();
+    let d = j.serve(&["--max-connections", "2"]);
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    // Both places taken before the test's HTTP agent opens its own connection.
+    let first = TcpStream::connect(&addr).expect("connect");
+    let second = TcpStream::connect(&addr).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(&addr).expect("connected by the kernel's backlog");
+    write!(
+        third,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let (closed, answered) = closed_within(&mut third, Duration::from_millis(700));
+    assert_eq!(
+        (closed, answered.as_str()),
+        (None, ""),
+        "served past the limit"
+    );
+    drop(first);
+    let (closed, answered) = closed_within(&mut third, Duration::from_secs(10));
+    assert!(closed.is_some(), "answered once a place was free");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    drop(second);
+    // The agent's own connection, once the daemon has seen `second` close.
+    eventually(
+        Duration::from_secs(5),
+        || {
+            json!(metric(
+                &d.get("/metrics").body,
+                "journeyd_http_connections "
+            ))
+        },
+        |open| open == &json!(1.0),
+    );
+}

@@ -57,6 +57,8 @@ pub struct Ingest {
     pub mobile_journeys: SourceAuth,
     /// The largest body accepted, in bytes.
     pub max_body: usize,
+    /// How long a body may take to arrive, from the end of the request head; past it, `408`.
+    pub body_timeout: std::time::Duration,
     /// The clock.
     pub now: Now,
     /// The parser.
@@ -151,7 +153,7 @@ async fn receive_in_span(
         tracing::info!(reason = %refused, "refused");
         return closing(unauthorized(auth, &refused));
     }
-    let bytes = match read_body(body, ingest.max_body).await {
+    let bytes = match read_body(body, ingest.max_body, ingest.body_timeout).await {
         Ok(b) => b,
         Err(response) => return closing(response),
     };
@@ -190,10 +192,20 @@ fn closing(mut response: Response) -> Response {
     response
 }
 
-async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
-    match axum::body::to_bytes(body, max).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => Ok(b),
+        // A client that starts a body and stalls would hold its connection and what it sent.
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            &format!("the body did not arrive within {}s", timeout.as_secs_f64()),
+        )),
+        Ok(Err(e)) => {
             // `to_bytes` fails on the limit, or on a connection that broke mid-body.
             let over = std::error::Error::source(&e)
                 .is_some_and(|s| s.to_string().contains("length limit"))

@@ -17,6 +17,7 @@ fn ingest_for(store: &Store) -> Ingest {
         mx: SourceAuth::default(),
         mobile_journeys: SourceAuth::default(),
         max_body: 1 << 20,
+        body_timeout: std::time::Duration::from_secs(30),
         now: Arc::new(|| 1_700_000_000_000),
         parse: events::parse_delivery,
         metrics: IngestMetrics::default(),

@@ -28,8 +28,9 @@ pub(crate) struct Cli {
     )]
     pub(crate) db: PathBuf,
 
-    /// Machine output: compact JSON on stdout.
-    #[arg(long, global = true, env = "JOURNEYD_JSON")]
+    /// Machine output: compact JSON on stdout. From the environment, `0`, `false`, `no`, `off`
+    /// or empty mean off, anything else on.
+    #[arg(long, global = true, env = "JOURNEYD_JSON", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) json: bool,
 
     /// Durability of each commit: `full` fsyncs every commit (an acknowledged event survives
@@ -212,6 +213,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "JOURNEYD_MAX_BODY", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub(crate) max_body: usize,
 
+    /// Seconds a webhook body may take to arrive after its request head; past it, 408.
+    #[arg(long, env = "JOURNEYD_BODY_TIMEOUT", default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) body_timeout: u32,
+
+    /// Seconds a request head may take to arrive; a connection idle this long between
+    /// requests is closed too.
+    #[arg(long, env = "JOURNEYD_HEADER_TIMEOUT", default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) header_timeout: u32,
+
+    /// Connections open at once; past it, new ones wait in the kernel's backlog until one
+    /// closes. Bounds memory: each may hold a body of up to --max-body.
+    #[arg(long, env = "JOURNEYD_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+
     /// Requests that may wait for the writer; past this, webhooks get 503 with Retry-After.
     #[arg(long, env = "JOURNEYD_QUEUE", default_value_t = 1024, value_name = "N")]
     pub(crate) queue: usize,
@@ -267,7 +282,7 @@ pub(crate) struct ImportArgs {
 
     /// Append only, without bringing the snapshots up to date. For bulk backfills: import many
     /// files, then project once (the next import, `serve` or `rebuild` catches up).
-    #[arg(long, env = "JOURNEYD_IMPORT_NO_PROJECT")]
+    #[arg(long, env = "JOURNEYD_IMPORT_NO_PROJECT", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_project: bool,
 
     /// Files to import; `-` reads NDJSON from stdin.

@@ -16,6 +16,7 @@ mod project;
 mod query;
 mod read_cache;
 mod serve;
+mod server;
 mod unprojected;
 
 use std::io::IsTerminal;

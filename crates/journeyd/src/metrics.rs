@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     /// Handed to [`crate::unprojected::Unprojected`], which counts what it drops.
     pub(crate) unprojected_dropped: Counter,
     read_cache_bytes: Gauge,
+    /// Open HTTP connections, kept by [`crate::server::serve`].
+    pub(crate) connections: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,6 +158,12 @@ impl Metrics {
             "Their estimated memory (bounded by --read-cache-mib)",
             read_cache_bytes.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "journeyd_http_connections",
+            "HTTP connections open (bounded by --max-connections)",
+            connections.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest,
@@ -175,6 +183,7 @@ impl Metrics {
             unprojected_keys,
             unprojected_dropped,
             read_cache_bytes,
+            connections,
         })
     }
 

@@ -31,6 +31,11 @@ const WEBHOOK_RESPONSES: &[(u16, &str, Option<&str>)] = &[
         Some("Quarantined"),
     ),
     (401, "Missing or invalid credentials; nothing stored", ERR),
+    (
+        408,
+        "The body did not arrive within the body timeout; nothing stored",
+        ERR,
+    ),
     (413, "Body over the limit", ERR),
     (
         503,

@@ -387,6 +387,7 @@ pub(crate) fn run(
         mx,
         mobile_journeys: mj,
         max_body: args.max_body,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout.into()),
         now: Arc::new(crate::now_millis),
         parse: events::parse_delivery,
         metrics: metrics.ingest.clone(),
@@ -425,20 +426,25 @@ pub(crate) fn run(
         let mut stop = stop_signal.serving();
         tracing::info!("listening on http://{addr}");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = drain_rx.await;
-                })
-                .await
-        });
+        let limits = crate::server::Limits {
+            max_connections: args.max_connections as usize,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout.into()),
+        };
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            app,
+            limits,
+            metrics.connections.clone(),
+            async move {
+                let _ = drain_rx.await;
+            },
+        ));
         let _ = stop.wait_for(|stop| *stop).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");
         let _ = stop_tx.send(true); // ends live streams
         let _ = drain_tx.send(());
         match tokio::time::timeout(DRAIN, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while stopping"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => tracing::warn!(
                 "requests still running after {}s; stopping anyway",
@@ -723,6 +729,7 @@ mod tests {
             mx: SourceAuth::default(),
             mobile_journeys: SourceAuth::default(),
             max_body: 1 << 20,
+            body_timeout: std::time::Duration::from_secs(30),
             now: Arc::new(crate::now_millis),
             parse: events::parse_delivery,
             metrics: metrics.ingest.clone(),
