@@ -1043,6 +1043,17 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
         log.contains("another journeyd serve is running on"),
         "{log}"
     );
+    // The same file by another name: a symlink.
+    let other = journeyd();
+    std::os::unix::fs::symlink(j.db(), other.db()).expect("symlink");
+    let log = other
+        .try_serve(&[])
+        .err()
+        .expect("the same file through a symlink");
+    assert!(
+        log.contains("another journeyd serve is running on"),
+        "{log}"
+    );
 }
 
 #[test]

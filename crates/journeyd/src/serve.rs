@@ -167,9 +167,10 @@ fn default_workers() -> usize {
 /// Holds `DB.lock` for the life of the process: a second `serve` on the same database refuses
 /// to start. The OS releases it when the process ends, however it ends.
 fn lock(db: &Path) -> anyhow::Result<File> {
-    let path = format!("{}.lock", db.display());
-    let file =
-        File::create(&path).with_context(|| format!("cannot create the lock file {path}"))?;
+    let path = lock_path(db);
+    let path = path.display();
+    let file = File::create(path.to_string())
+        .with_context(|| format!("cannot create the lock file {path}"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -182,6 +183,26 @@ fn lock(db: &Path) -> anyhow::Result<File> {
             Err(e).with_context(|| format!("cannot lock {path}"))
         }
     }
+}
+
+/// The lock file of `db`: beside the file the path resolves to, so that a second `serve` that
+/// reaches the same file by another name (a symlink, a relative path) finds the same lock. A
+/// file not created yet resolves through its directory. (A hard link is another name the OS
+/// cannot resolve: operations.md says so.)
+fn lock_path(db: &Path) -> std::path::PathBuf {
+    let resolved = std::fs::canonicalize(db).or_else(|_| {
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = db.file_name().unwrap_or(db.as_os_str());
+        std::fs::canonicalize(dir).map(|d| d.join(name))
+    });
+    let mut path = resolved
+        .unwrap_or_else(|_| db.to_path_buf())
+        .into_os_string();
+    path.push(".lock");
+    path.into()
 }
 
 fn source_auth(
