@@ -1360,3 +1360,41 @@ fn connections_past_the_limit_wait_for_one_to_close() {
         |open| open == &json!(1.0),
     );
 }
+
+/// A credential flag whose value breaks its rule is bad usage: exit status 2 before anything
+/// starts, one line that names the flag and not the value. `:` (what `$USER:$PASS` gives with
+/// both unset) would otherwise leave the route open while it looked guarded.
+#[test]
+fn a_credential_that_breaks_its_rule_is_bad_usage_and_is_not_echoed() {
+    let j = journeyd();
+    for (flag, value) in [
+        ("--mx-basic-auth", ":"),
+        ("--mx-basic-auth", "hunter2:"),
+        ("--mobile-journeys-basic-auth", "nocolonhunter2"),
+        ("--mx-webhook-secret", "whsec_!!hunter2"),
+        ("--mobile-journeys-bearer-token", ""),
+        ("--api-token", ""),
+    ] {
+        let mut child = j
+            .command(&["serve", "--listen", "127.0.0.1:0", flag, value])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{flag} {value:?}: the daemon started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    assert!(!j.db().exists(), "refused before the database was touched");
+}

@@ -61,6 +61,10 @@ pub enum ConfigError {
     /// Empty values authenticate nothing.
     #[error("an empty credential is not allowed")]
     Empty,
+    /// Basic credentials with an empty user or password (`:`, `user:`, `:pass`), as a template
+    /// like `$USER:$PASS` gives when a variable is unset.
+    #[error("basic auth credentials need a user and a password, neither empty")]
+    BasicEmptyPart,
 }
 
 impl Scheme {
@@ -69,8 +73,11 @@ impl Scheme {
         if user_colon_password.is_empty() {
             return Err(ConfigError::Empty);
         }
-        if !user_colon_password.contains(':') {
+        let Some((user, password)) = user_colon_password.split_once(':') else {
             return Err(ConfigError::BasicWithoutColon);
+        };
+        if user.is_empty() || password.is_empty() {
+            return Err(ConfigError::BasicEmptyPart);
         }
         Ok(Scheme::Basic(Secret::new(user_colon_password.as_bytes())))
     }
@@ -465,6 +472,17 @@ mod tests {
         assert_eq!(
             Scheme::basic("nocolon").expect_err("bad").to_string(),
             "basic auth credentials must be USER:PASSWORD"
+        );
+        for half in [":", "user:", ":hunter2"] {
+            assert_eq!(
+                Scheme::basic(half).expect_err(half),
+                ConfigError::BasicEmptyPart,
+                "{half}"
+            );
+        }
+        assert!(
+            Scheme::basic("user:pa:ss").is_ok(),
+            "a colon in the password"
         );
         let err = Scheme::standard_webhooks("whsec_!!!not-base64")
             .expect_err("bad")

@@ -59,12 +59,29 @@ where
         // there is no one left to tell. Quiet, as a tool killed by SIGPIPE would be; Rust
         // ignores SIGPIPE, so the write fails instead.
         Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Usage>() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Bad usage found after parsing (a credential flag's value breaks its rule): exit status 2,
+/// as for the usage errors clap finds.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 /// Whether `e` is a write to a pipe whose reader has gone.
 fn closed_stdout(e: &anyhow::Error) -> bool {

@@ -213,19 +213,33 @@ fn source_auth(
 ) -> anyhow::Result<SourceAuth> {
     let mut schemes = Vec::new();
     if let Some(b) = basic {
-        schemes.push(Scheme::basic(b.expose()).with_context(|| format!("--{source}-basic-auth"))?);
+        schemes.push(credential(
+            Scheme::basic(b.expose()),
+            &format!("--{source}-basic-auth"),
+        )?);
     }
     if let Some(t) = bearer {
-        schemes
-            .push(Scheme::bearer(t.expose()).with_context(|| format!("--{source}-bearer-token"))?);
+        schemes.push(credential(
+            Scheme::bearer(t.expose()),
+            &format!("--{source}-bearer-token"),
+        )?);
     }
     if let Some(s) = secret {
-        schemes.push(
-            Scheme::standard_webhooks(s.expose())
-                .with_context(|| format!("--{source}-webhook-secret"))?,
-        );
+        schemes.push(credential(
+            Scheme::standard_webhooks(s.expose()),
+            &format!("--{source}-webhook-secret"),
+        )?);
     }
     Ok(SourceAuth::new(schemes))
+}
+
+/// A credential flag's scheme, or the bad usage its value is (exit status 2). The message
+/// names the flag and the rule, never the value.
+fn credential(
+    scheme: Result<Scheme, ingest::auth::ConfigError>,
+    flag: &str,
+) -> anyhow::Result<Scheme> {
+    scheme.map_err(|e| crate::Usage(format!("{flag}: {e}")).into())
 }
 
 pub(crate) fn run(
@@ -247,9 +261,10 @@ pub(crate) fn run(
         &args.mobile_journeys_webhook_secret,
     )?;
     let token = match &args.api_token {
-        Some(t) => Some(SourceAuth::new(vec![
-            Scheme::bearer(t.expose()).context("--api-token")?,
-        ])),
+        Some(t) => Some(SourceAuth::new(vec![credential(
+            Scheme::bearer(t.expose()),
+            "--api-token",
+        )?])),
         None => None,
     };
     let _lock = lock(db)?;
