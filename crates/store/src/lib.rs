@@ -53,12 +53,23 @@ pub const SCHEMA_VERSION: usize = MIGRATION_LIST.len();
 /// What can go wrong in the store. Duplicates and quarantined bodies are not errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// SQLite said no (I/O error, disk full, constraint, busy past the timeout, ...).
+    /// SQLite said no (I/O error, disk full, constraint, busy past the timeout, ...). Its
+    /// message is part of this one, and not also given as the error's source: a report of the
+    /// whole chain (`{:#}`) would say it twice.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// Applying the migrations failed; nothing was changed.
     #[error("could not migrate the database schema: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(rusqlite_migration::Error),
+    /// The file is an SQLite database of something else, which journeyd must not add its
+    /// tables to (a mistyped `--db`, say).
+    #[error("{} is not a journeyd database: {reason}", path.display())]
+    NotJourneyd {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
     /// A reader was asked for a database file that does not exist.
     #[error("no journeyd database at {0}")]
     Missing(PathBuf),
@@ -98,6 +109,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sqlite(e)
+    }
+}
+
+impl From<rusqlite_migration::Error> for Error {
+    fn from(e: rusqlite_migration::Error) -> Self {
+        Error::Migration(e)
+    }
 }
 
 /// `Result` with this crate's [`Error`].
@@ -236,7 +259,9 @@ impl Store {
     /// transaction, and starts the writer thread.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        not_a_directory(&path)?;
         let mut conn = Connection::open(&path)?;
+        check_before_migrating(&conn, &path)?;
         configure_writer(&conn, options.synchronous)?;
         migrations().to_latest(&mut conn)?;
         let checkpointer = Checkpointer::start(&path)?;
@@ -325,10 +350,51 @@ fn configure_common(conn: &Connection, cache_kib: i64) -> Result<()> {
     Ok(())
 }
 
+/// SQLite reports a directory given as the database as a "disk I/O error"; say what it is.
+fn not_a_directory(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::NotJourneyd {
+            path: path.to_path_buf(),
+            reason: "it is a directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is written to it (even the switch to WAL), a file this build must
+/// not migrate: one written by a newer journeyd, or the SQLite database of another program,
+/// which a mistyped `--db` would otherwise fill with journeyd's tables. A new or empty file has
+/// no schema; a journeyd file at any earlier version has its `events` table.
+fn check_before_migrating(conn: &Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found = usize::try_from(found).unwrap_or(usize::MAX);
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaVersion {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    let (objects, events): (i64, bool) = conn.query_row(
+        "SELECT count(*), coalesce(max(type = 'table' AND name = 'events'), 0) FROM sqlite_master",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let reason = match (found, objects, events) {
+        (0, 0, _) | (1.., _, true) => return Ok(()),
+        (0, n, _) => format!("it has {n} tables, indexes or views of its own"),
+        (v, _, false) => format!("its schema version is {v} but it has no events table"),
+    };
+    Err(Error::NotJourneyd {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 fn open_read_only(path: &Path) -> Result<Connection> {
     if !path.exists() {
         return Err(Error::Missing(path.to_path_buf()));
     }
+    not_a_directory(path)?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -393,6 +459,85 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+    }
+
+    /// A mistyped `--db` that names another program's SQLite file, or a file of a newer
+    /// journeyd, or a directory, is refused before a byte of it changes (not even the switch to
+    /// WAL); the refusals say what the file is, once.
+    #[test]
+    fn open_refuses_files_it_must_not_migrate_and_leaves_them_as_they_were() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let foreign = dir.path().join("other.db");
+        Connection::open(&foreign)
+            .and_then(|c| c.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY); INSERT INTO accounts VALUES (1);"))
+            .expect("another program's database");
+        let newer = dir.path().join("newer.db");
+        Connection::open(&newer)
+            .and_then(|c| {
+                c.execute_batch(
+                    "CREATE TABLE events (seq INTEGER PRIMARY KEY); PRAGMA user_version = 99;",
+                )
+            })
+            .expect("a newer journeyd's database");
+        let versioned = dir.path().join("versioned.db");
+        Connection::open(&versioned)
+            .and_then(|c| c.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 2;"))
+            .expect("another program that numbers its schema");
+        for (path, expected) in [
+            (&foreign, "is not a journeyd database: it has 1 tables"),
+            (
+                &newer,
+                "the database schema is version 99, this journeyd uses version",
+            ),
+            (
+                &versioned,
+                "its schema version is 2 but it has no events table",
+            ),
+            (
+                &dir.path().to_path_buf(),
+                "is not a journeyd database: it is a directory",
+            ),
+        ] {
+            let before = std::fs::read(path).ok();
+            let err = Store::open(path, Options::default())
+                .err()
+                .expect("refused");
+            let shown = err.to_string();
+            assert!(shown.contains(expected), "{shown}");
+            assert!(
+                std::error::Error::source(&err).is_none(),
+                "said once: {shown}"
+            );
+            assert_eq!(std::fs::read(path).ok(), before, "{}", path.display());
+            assert!(
+                !path.with_extension("db-wal").exists(),
+                "{}",
+                path.display()
+            );
+        }
+        let newer_hint = Store::open(&newer, Options::default())
+            .err()
+            .expect("refused");
+        assert!(
+            newer_hint
+                .to_string()
+                .contains("written by a newer journeyd"),
+            "{newer_hint}"
+        );
+        // Not a database at all: SQLite's own words, once.
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 4096]).expect("write");
+        let shown = Store::open(&junk, Options::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert_eq!(shown.matches("not a database").count(), 1, "{shown}");
+        // An empty file, or none, is a new database.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        Store::open(&empty, Options::default())
+            .expect("new")
+            .close();
     }
 
     #[test]
