@@ -42,9 +42,10 @@ type Reached = (Option<Millis>, Option<Millis>);
 struct Payment {
     transaction_time: Option<Millis>,
     authorised: Option<bool>,
-    amount: Option<Decimal>,
-    /// The amount's text when it is not a decimal that fits (kept, not summed).
-    amount_text: Option<String>,
+    /// The amount as sent: a number's text or a string, untouched (DESIGN.md section 4).
+    amount: Option<String>,
+    /// Its value, for `amount_authorised`, when it is a decimal that fits (28 digits).
+    value: Option<Decimal>,
     currency: Option<String>,
     card_type: Option<String>,
     card_number: Option<String>,
@@ -88,27 +89,20 @@ impl Apply for Journey {
                     return;
                 };
                 self.transaction_ids.insert(id.clone());
-                self.payments.entry_or_default(id).offer(stamp, || {
-                    let amount = decimal(detail.get("amount"));
-                    Payment {
-                        transaction_time: detail
-                            .get("transactionTime")
-                            .and_then(|v| v.as_str())
-                            .and_then(parse_rfc3339),
-                        authorised: boolean(detail.get("authorised")),
-                        amount_text: if amount.is_none() {
-                            text(detail.get("amount"))
-                        } else {
-                            None
-                        },
-                        amount,
-                        currency: text(detail.get("currency")),
-                        card_type: text(detail.get("cardType")),
-                        card_number: text(detail.get("cardNumber")),
-                        authorisation_code: text(detail.get("authorisationCode")),
-                        cardholder_name: text(detail.get("cardholderName")),
-                        occurred_at: e.occurred_at,
-                    }
+                self.payments.entry_or_default(id).offer(stamp, || Payment {
+                    transaction_time: detail
+                        .get("transactionTime")
+                        .and_then(|v| v.as_str())
+                        .and_then(parse_rfc3339),
+                    authorised: boolean(detail.get("authorised")),
+                    amount: text(detail.get("amount")),
+                    value: decimal(detail.get("amount")),
+                    currency: text(detail.get("currency")),
+                    card_type: text(detail.get("cardType")),
+                    card_number: text(detail.get("cardNumber")),
+                    authorisation_code: text(detail.get("authorisationCode")),
+                    cardholder_name: text(detail.get("cardholderName")),
+                    occurred_at: e.occurred_at,
                 });
             }
             Kind::DocumentGenerated => {
@@ -190,7 +184,7 @@ struct PaymentJson<'a> {
     transaction_id: &'a str,
     transaction_time: Option<String>,
     authorised: Option<bool>,
-    amount: Option<String>,
+    amount: Option<&'a str>,
     currency: Option<&'a str>,
     card_type: Option<&'a str>,
     card_number: Option<&'a str>,
@@ -246,12 +240,14 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
     payments.sort_by(|a, b| (a.1.transaction_time, a.0).cmp(&(b.1.transaction_time, b.0)));
     let mut amount_authorised: BTreeMap<&str, Decimal> = BTreeMap::new();
     for (_, p) in &payments {
-        if let (Some(true), Some(amount), Some(currency)) =
-            (p.authorised, p.amount, p.currency.as_deref())
-        {
+        if let (Some(true), Some(currency)) = (p.authorised, p.currency.as_deref()) {
+            // Every currency with an authorised payment has its key; an amount that is not a
+            // decimal that fits adds nothing (projections.md).
             let sum = amount_authorised.entry(currency).or_default();
-            // Overflow past 28 digits cannot come from real payments; keep the sum it had.
-            *sum = sum.checked_add(amount).unwrap_or(*sum);
+            if let Some(value) = p.value {
+                // Overflow past 28 digits cannot come from real payments; keep the sum it had.
+                *sum = sum.checked_add(value).unwrap_or(*sum);
+            }
         }
     }
     let mut stages: Vec<(&String, &Reached)> = j.stages.iter().collect();
@@ -273,10 +269,7 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
                 transaction_id: id,
                 transaction_time: time(p.transaction_time),
                 authorised: p.authorised,
-                amount: p
-                    .amount
-                    .map(|d| d.to_string())
-                    .or_else(|| p.amount_text.clone()),
+                amount: p.amount.as_deref(),
                 currency: p.currency.as_deref(),
                 card_type: p.card_type.as_deref(),
                 card_number: p.card_number.as_deref(),

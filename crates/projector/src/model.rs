@@ -74,7 +74,9 @@ pub enum Journeys {}
 
 impl Model for Journeys {
     const PROJECTION: Projection = Projection::Journeys;
-    const VERSION: i64 = 1;
+    /// 2: a payment's `amount` is the text it was sent with (1 showed a summed decimal's text,
+    /// `1E-2` as `0.01`), and every currency with an authorised payment has its key.
+    const VERSION: i64 = 2;
     type State = journey::Journey;
 
     fn accepts(kind: Kind) -> bool {

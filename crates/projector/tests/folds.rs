@@ -207,6 +207,52 @@ fn authorised_amounts_sum_exactly_per_currency_keeping_the_largest_scale() {
     );
 }
 
+/// An amount is shown as it was sent, whatever its spelling, and only its value is summed. An
+/// authorised payment whose amount is no decimal that fits (too large, too many places, not a
+/// number) still gives its currency a key, and adds nothing to it.
+#[test]
+fn amounts_keep_their_text_and_only_what_fits_is_summed() {
+    let raw = |amount: &str, tid: &str, at: &str| {
+        let (src, body) = payment("J", at, tid, json!(true), json!(0));
+        (
+            src,
+            body.replace(r#""amount":0"#, &format!(r#""amount":{amount}"#)),
+        )
+    };
+    // The amount as JSON in the payload, and the text the payment shows.
+    let sent = [
+        (r#"1E-2"#, r#"1E-2"#),
+        (r#""1e3""#, r#"1e3"#),
+        (r#""  7 ""#, r#"  7 "#),
+        (r#"-0"#, r#"-0"#),
+        (r#""-0.00""#, r#"-0.00"#),
+        (r#"1.2345678901234568e+29"#, r#"1.2345678901234568e+29"#),
+        (
+            r#""0.000000000000000000000000000001""#,
+            r#"0.000000000000000000000000000001"#,
+        ),
+        (r#""five""#, r#"five"#),
+    ];
+    let deliveries: Vec<_> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, (amount, _))| raw(amount, &format!("T{i}"), &format!("10:{i:02}")))
+        .collect();
+    let s = state::<Journeys>(&deliveries, "J");
+    let shown: Vec<&str> = s["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .map(|p| p["amount"].as_str().expect("amount"))
+        .collect();
+    let expected: Vec<&str> = sent.iter().map(|(_, shown)| *shown).collect();
+    assert_eq!(shown, expected, "the text as sent");
+    // 0.01 + 1000 + 7 + 0 + 0.00; the rest adds nothing.
+    assert_eq!(s["amount_authorised"], json!({"GBP": "1007.01"}));
+    let only_unsummable = state::<Journeys>(&[raw(r#""five""#, "A", "10:00")], "J");
+    assert_eq!(only_unsummable["amount_authorised"], json!({"GBP": "0"}));
+}
+
 #[test]
 fn stages_keep_first_and_last_reached_and_sort_by_first() {
     let s = state::<Journeys>(
