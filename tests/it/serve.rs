@@ -482,7 +482,12 @@ fn a_stream_client_sees_a_change_within_a_second_and_can_resume() {
     assert!(wait_for(&mut stream, "text/event-stream").is_some());
     let started = Instant::now();
     assert_eq!(d.post(MJ, mj_event(7, 1).as_bytes(), &[]).status, 204);
-    let id = wait_for(&mut stream, "\"key\":\"J-7\"").expect("a change for J-7");
+    // The data's fields in DESIGN.md's order: key, status (journeys), seq.
+    let id = wait_for(
+        &mut stream,
+        r#"data: {"key":"J-7","status":"opened","seq":1}"#,
+    )
+    .expect("a change for J-7");
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "took {:?}",

@@ -633,15 +633,26 @@ fn replay(r: &Reader, from: i64, settled: i64, max_events: usize) -> anyhow::Res
     Ok(out)
 }
 
+/// The `data` of a stream message, fields in DESIGN.md's order: `key`, `status` (journeys
+/// only), `seq`.
+#[derive(serde::Serialize)]
+struct ChangeData<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+    seq: i64,
+}
+
 fn sse_event(c: &Change) -> SseEvent {
-    let mut data = serde_json::json!({"key": c.key, "seq": c.seq});
-    if let Some(s) = &c.status {
-        data["status"] = serde_json::Value::String(s.clone());
-    }
+    let data = ChangeData {
+        key: &c.key,
+        status: c.status.as_deref(),
+        seq: c.seq,
+    };
     SseEvent::default()
         .id(c.seq.to_string())
         .event(c.projection.name())
-        .data(data.to_string())
+        .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
 /// `GET /v1/stream`. With `Last-Event-ID: N`, it first replays from the log the changes of the
