@@ -93,7 +93,15 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         path: "/v1/journeys/{id}",
         summary: "One journey's state",
         params: &[("id", "path", "The journey's correlationId")],
-        responses: &[(200, "The snapshot", DOC), (404, "Unknown journey", ERR)],
+        responses: &[
+            (200, "The snapshot", DOC),
+            (
+                400,
+                "A path segment that is not UTF-8 once percent-decoded",
+                ERR,
+            ),
+            (404, "Unknown journey", ERR),
+        ],
     },
     Operation {
         method: "get",
@@ -123,14 +131,30 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         path: "/v1/members/{guid}",
         summary: "One MX member's state",
         params: &[("guid", "path", "The member_guid")],
-        responses: &[(200, "The snapshot", DOC), (404, "Unknown member", ERR)],
+        responses: &[
+            (200, "The snapshot", DOC),
+            (
+                400,
+                "A path segment that is not UTF-8 once percent-decoded",
+                ERR,
+            ),
+            (404, "Unknown member", ERR),
+        ],
     },
     Operation {
         method: "get",
         path: "/v1/users/{guid}",
         summary: "One MX user's state",
         params: &[("guid", "path", "The user_guid")],
-        responses: &[(200, "The snapshot", DOC), (404, "Unknown user", ERR)],
+        responses: &[
+            (200, "The snapshot", DOC),
+            (
+                400,
+                "A path segment that is not UTF-8 once percent-decoded",
+                ERR,
+            ),
+            (404, "Unknown user", ERR),
+        ],
     },
     Operation {
         method: "get",
@@ -144,7 +168,15 @@ pub(crate) const OPERATIONS: &[Operation] = &[
             ),
             ("guid", "path", "The resource's guid"),
         ],
-        responses: &[(200, "The snapshot", DOC), (404, "Unknown resource", ERR)],
+        responses: &[
+            (200, "The snapshot", DOC),
+            (
+                400,
+                "A path segment that is not UTF-8 once percent-decoded",
+                ERR,
+            ),
+            (404, "Unknown resource", ERR),
+        ],
     },
     Operation {
         method: "get",

@@ -1495,6 +1495,21 @@ mod tests {
                 op.path
             );
         }
+        // A point read of a key that is not UTF-8 once decoded: 400, and documented so.
+        for (path, pattern) in [
+            ("/v1/journeys/%ff", "/v1/journeys/{id}"),
+            ("/v1/members/%ff", "/v1/members/{guid}"),
+            ("/v1/users/%ff", "/v1/users/{guid}"),
+            ("/v1/resources/goal/%ff", "/v1/resources/{resource_type}/{guid}"),
+        ] {
+            let (status, bytes) = call(&app, Method::GET, path, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {bytes}");
+            let op = crate::openapi::OPERATIONS
+                .iter()
+                .find(|op| op.path == pattern)
+                .expect("documented");
+            assert!(op.responses.iter().any(|(s, _, _)| *s == 400), "{pattern}");
+        }
         // And the other way round: every route the code registers is in the table, with every
         // method of its method router (`get(a).post(b)` is two operations). A `.route(` this
         // cannot read (a path that is not a literal, say) fails the test rather than go unseen.
