@@ -112,6 +112,7 @@ fn selected_headers(headers: &HeaderMap) -> String {
     let mut m = serde_json::Map::new();
     for name in [
         "content-type",
+        "content-encoding",
         "content-length",
         "user-agent",
         "x-request-id",

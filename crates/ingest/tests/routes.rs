@@ -146,6 +146,43 @@ async fn a_store_that_fails_the_write_answers_503_and_keeps_nothing_of_the_reque
     store.close();
 }
 
+/// A quarantined body keeps the headers that explain it (a gzip body is "not UTF-8" until one
+/// sees its `Content-Encoding`), and never a credential.
+#[tokio::test]
+async fn a_quarantined_body_keeps_the_headers_that_explain_it_and_no_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let app = app(&store, 1 << 20);
+    let request = Request::post("/webhooks/mobile-journeys")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("content-length", "5")
+        .header("user-agent", "provider/1.0")
+        .header("x-request-id", "req-7")
+        .header("authorization", "Bearer hunter2")
+        .header("cookie", "session=hunter2")
+        .body(Body::from(vec![0x1f, 0x8b, 0x08, 0x00, 0xff]))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let headers: String = rusqlite::Connection::open(dir.path().join("j.db"))
+        .expect("open")
+        .query_row("SELECT headers FROM quarantine", [], |r| r.get(0))
+        .expect("one quarantined body");
+    let headers: serde_json::Value = serde_json::from_str(&headers).expect("json");
+    assert_eq!(
+        headers,
+        serde_json::json!({
+            "content-type": "application/json",
+            "content-encoding": "gzip",
+            "content-length": "5",
+            "user-agent": "provider/1.0",
+            "x-request-id": "req-7",
+        })
+    );
+    store.close();
+}
+
 fn rusqlite_lock(path: &std::path::Path) -> Lock {
     let conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("BEGIN IMMEDIATE").expect("lock");

@@ -1500,7 +1500,10 @@ mod tests {
             ("/v1/journeys/%ff", "/v1/journeys/{id}"),
             ("/v1/members/%ff", "/v1/members/{guid}"),
             ("/v1/users/%ff", "/v1/users/{guid}"),
-            ("/v1/resources/goal/%ff", "/v1/resources/{resource_type}/{guid}"),
+            (
+                "/v1/resources/goal/%ff",
+                "/v1/resources/{resource_type}/{guid}",
+            ),
         ] {
             let (status, bytes) = call(&app, Method::GET, path, "").await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {bytes}");
