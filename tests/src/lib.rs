@@ -186,13 +186,26 @@ impl Http {
 }
 
 impl Journeyd {
-    /// Starts `journeyd serve` on 127.0.0.1:0 with `args`; waits until it listens.
+    /// Starts `journeyd serve` on 127.0.0.1:0 with `args`; waits until it listens and its
+    /// projector has caught up with the log as it was at the start (`snapshots current`).
     pub fn serve(&self, args: &[&str]) -> Daemon {
-        self.try_serve(args)
-            .unwrap_or_else(|log| panic!("journeyd serve did not start:\n{log}"))
+        let d = self
+            .try_serve(args)
+            .unwrap_or_else(|log| panic!("journeyd serve did not start:\n{log}"));
+        let started = std::time::Instant::now();
+        while !d.log().contains("snapshots current") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the projector did not catch up:\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        d
     }
 
-    /// As [`Journeyd::serve`], returning the log if it exits before listening.
+    /// Starts `journeyd serve` and returns once it listens, with the projector perhaps still
+    /// catching up; the log if it exits before listening.
     pub fn try_serve(&self, args: &[&str]) -> Result<Daemon, String> {
         use std::io::BufRead;
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];

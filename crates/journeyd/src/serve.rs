@@ -314,26 +314,34 @@ pub(crate) fn run(
     )
     .with_context(|| format!("cannot open the database {}", db.display()))?;
 
-    // Bring the snapshots to the log head (and rebuild any projection built by other code)
-    // before serving, so reads are current from the first request.
+    // The projector thread brings the snapshots to the log head, rebuilding first any projection
+    // that other code or configuration built, while the daemon serves (DESIGN.md 2.5 and 7):
+    // until it gets there, lists, stats and streams answer from the tables as they are, and
+    // `Unprojected` starts behind the head, so point reads fold every key from the log and none
+    // hides an event acknowledged before this start (decision 0013).
     let serving = projector::Config {
         batch_events: SERVE_BATCH_EVENTS.min(config.batch_events),
         ..config.clone()
     };
     let mut runner = Runner::new(store.writer(), store.reader()?, serving);
-    let first = runner
-        .catch_up()
-        .context("projecting the log at start-up failed")?;
+    let (start_checkpoint, start_head) = {
+        let r = store.reader()?;
+        r.consistent(|r| {
+            let lowest = r.checkpoints()?.iter().map(|c| c.seq).min().unwrap_or(0);
+            Ok((lowest, r.head()?))
+        })?
+    };
     tracing::info!(
-        checkpoint = first.checkpoint,
-        rebuilt = first.rebuilt,
-        "snapshots current"
+        checkpoint = start_checkpoint,
+        head = start_head,
+        "the projector catches up while the daemon serves"
     );
 
     let read_cache = Arc::new(ReadCache::new(args.read_cache_mib.saturating_mul(1 << 20)));
-    let settled = Arc::new(AtomicI64::new(first.checkpoint));
+    let settled = Arc::new(AtomicI64::new(start_checkpoint));
     let unprojected = Arc::new(Unprojected::new(
-        first.checkpoint,
+        start_checkpoint,
+        start_head,
         UNPROJECTED_KEYS,
         metrics.unprojected_dropped.clone(),
     ));
@@ -373,6 +381,7 @@ pub(crate) fn run(
                     }
                 };
                 let mut publisher = Publisher::new(&read_cache, &settled, &unprojected);
+                let mut current = false;
                 loop {
                     let last_round = stopping.load(Ordering::SeqCst);
                     let mut on_update = |u: Update| {
@@ -393,6 +402,14 @@ pub(crate) fn run(
                     match result {
                         Ok(done) => {
                             let head = reader.head().unwrap_or(done.checkpoint);
+                            if !current && !last_round && done.checkpoint >= start_head {
+                                current = true;
+                                tracing::info!(
+                                    checkpoint = done.checkpoint,
+                                    rebuilt = done.rebuilt,
+                                    "snapshots current"
+                                );
+                            }
                             metrics.projector(
                                 done.checkpoint,
                                 (head - done.checkpoint).max(0),
@@ -650,7 +667,7 @@ mod tests {
         fill("K");
         fill("other");
         let settled = AtomicI64::new(3);
-        let unprojected = Unprojected::new(3, 10, Default::default());
+        let unprojected = Unprojected::new(3, 3, 10, Default::default());
         unprojected.note(J, "K", 5);
         let mut publisher = Publisher::new(&cache, &settled, &unprojected);
         let change = |key: &str, seq| {
@@ -756,6 +773,7 @@ mod tests {
         let (stop, shutdown) = watch::channel(false);
         std::mem::forget(stop); // streams never end in these tests
         let unprojected = Arc::new(Unprojected::new(
+            0,
             0,
             UNPROJECTED_KEYS,
             metrics.unprojected_dropped.clone(),

@@ -57,18 +57,21 @@ impl Inner {
 }
 
 impl Unprojected {
-    /// Empty, with the projector's checkpoint at `settled`; keeps at most `max_keys` keys and
-    /// counts the notes it drops in `dropped`.
-    pub(crate) fn new(settled: i64, max_keys: usize, dropped: Counter) -> Unprojected {
+    /// Empty, with the projector's checkpoint at `settled` and the log's head at `head`: while
+    /// the projector has not reached `head`, every key is read through (events acknowledged
+    /// before this process started are noted nowhere). Keeps at most `max_keys` keys and counts
+    /// the notes it drops in `dropped`.
+    pub(crate) fn new(settled: i64, head: i64, max_keys: usize, dropped: Counter) -> Unprojected {
+        let high = settled.max(head);
         Unprojected {
             inner: Mutex::new(Inner {
                 keys: Default::default(),
                 len: 0,
                 settled,
-                high: settled,
+                high,
             }),
-            busy: AtomicBool::new(false),
-            high: AtomicI64::new(settled),
+            busy: AtomicBool::new(settled < high),
+            high: AtomicI64::new(high),
             seen: Default::default(),
             max_keys,
             dropped,
@@ -176,7 +179,24 @@ mod tests {
     const M: Projection = Projection::Members;
 
     fn unprojected(settled: i64, max_keys: usize) -> Unprojected {
-        Unprojected::new(settled, max_keys, Counter::default())
+        Unprojected::new(settled, settled, max_keys, Counter::default())
+    }
+
+    /// A process that starts with unprojected events in the log knows none of their keys: every
+    /// key is read through, and no table below the head is taken as current, until the
+    /// projector reaches the head.
+    #[test]
+    fn a_start_behind_the_head_reads_every_key_through_until_the_projector_gets_there() {
+        let u = Unprojected::new(10, 25, 100, Counter::default());
+        assert!(u.contains(J, "any") && u.contains(M, "other"));
+        assert!(u.behind(J, 24), "a table short of the head");
+        u.settle(20);
+        assert!(u.contains(J, "any"), "not there yet");
+        u.settle(25);
+        assert!(!u.contains(J, "any"));
+        assert!(!u.behind(J, 25));
+        let current = Unprojected::new(25, 25, 100, Counter::default());
+        assert!(!current.contains(J, "any"), "nothing to catch up");
     }
 
     fn usage(u: &Unprojected) -> (usize, u64) {

@@ -633,6 +633,14 @@ impl Runner {
         stop: &dyn Fn() -> bool,
     ) -> store::Result<Rebuilt> {
         let (w, r, c) = (&self.writer, &self.reader, &self.config);
+        // Nothing was ever shown from a table at checkpoint 0 (a new database's).
+        let shown = match projection {
+            Projection::Journeys => self.journeys.seq,
+            Projection::Members => self.members.seq,
+            Projection::Users => self.users.seq,
+            Projection::Resources => self.resources.seq,
+        } > 0;
+        let resynced = self.resynced;
         let rebuilt = match projection {
             Projection::Journeys => rebuild::<Journeys>(w, r, c, progress, stop)?,
             Projection::Members => rebuild::<Members>(w, r, c, progress, stop)?,
@@ -640,6 +648,12 @@ impl Runner {
             Projection::Resources => rebuild::<Resources>(w, r, c, progress, stop)?,
         };
         self.sync()?;
+        if !shown && rebuilt.keys == 0 && !resynced {
+            // An empty table replaced one nothing was read from (a new database's first
+            // catch-up, before any event): no reader can have missed a change, so live streams
+            // need not end and resume.
+            self.resynced = false;
+        }
         Ok(rebuilt)
     }
 }
