@@ -102,6 +102,10 @@ pub struct Runner {
     /// Set when [`Runner::sync`] finds a checkpoint it did not write; reported as
     /// [`Update::Resynced`] by the catch-up that runs or follows it.
     resynced: bool,
+    /// Set when this runner's own rebuild swapped an empty table in for one nothing was read
+    /// from: the checkpoint moved, but no reader can have missed a change, so it is reported as
+    /// [`Update::Committed`], which live streams go on past.
+    moved_quietly: bool,
 }
 
 /// What the projections' caches of folds hold: see [`Runner::cache_usage`].
@@ -388,6 +392,7 @@ impl Runner {
             users: Part::new(&config),
             resources: Part::new(&config),
             resynced: false,
+            moved_quietly: false,
             writer,
             reader,
             config,
@@ -604,8 +609,13 @@ impl Runner {
     }
 
     fn report_resync(&mut self, on_update: &mut dyn FnMut(Update)) {
+        let quietly = std::mem::take(&mut self.moved_quietly);
         if std::mem::take(&mut self.resynced) {
             on_update(Update::Resynced {
+                checkpoint: self.lowest_checkpoint(),
+            });
+        } else if quietly {
+            on_update(Update::Committed {
                 checkpoint: self.lowest_checkpoint(),
             });
         }
@@ -648,11 +658,12 @@ impl Runner {
             Projection::Resources => rebuild::<Resources>(w, r, c, progress, stop)?,
         };
         self.sync()?;
-        if !shown && rebuilt.keys == 0 && !resynced {
+        if !shown && rebuilt.keys == 0 && !resynced && self.resynced {
             // An empty table replaced one nothing was read from (a new database's first
             // catch-up, before any event): no reader can have missed a change, so live streams
             // need not end and resume.
             self.resynced = false;
+            self.moved_quietly = true;
         }
         Ok(rebuilt)
     }

@@ -423,6 +423,44 @@ fn resynced(updates: &[Update]) -> bool {
     updates.iter().any(|u| matches!(u, Update::Resynced { .. }))
 }
 
+/// A new database's first catch-up builds all four projections. Swapping an empty table in for
+/// one nothing was read from cannot hide a change from anyone, so those swaps are reported as
+/// a commit (live streams go on), and only the first look's adoption as a resync; a rebuild
+/// that writes rows is still a resync.
+#[test]
+fn building_empty_tables_of_a_new_database_is_no_resync() {
+    let d = db();
+    let mut a = d.runner(Config::default());
+    let first = updates(&mut a);
+    let resyncs = first
+        .iter()
+        .filter(|u| matches!(u, Update::Resynced { .. }))
+        .count();
+    assert_eq!(resyncs, 1, "the adoption only: {first:?}");
+    assert!(
+        first.contains(&Update::Committed { checkpoint: 0 }),
+        "{first:?}"
+    );
+    assert!(
+        d.checkpoints().iter().all(|c| c.version > 0),
+        "built: {:?}",
+        d.checkpoints()
+    );
+    // With events in the log, the first catch-up's rebuild writes rows: a resync.
+    let e = db();
+    e.append(corpus(20));
+    let mut b = e.runner(Config::default());
+    let first = updates(&mut b);
+    let resyncs = first
+        .iter()
+        .filter(|u| matches!(u, Update::Resynced { .. }))
+        .count();
+    assert!(
+        resyncs >= 2,
+        "the adoption and a rebuild with rows: {first:?}"
+    );
+}
+
 /// A stop asked for while a runner catches up ends the round at the next batch, and starts no
 /// rebuild; the next catch-up without it goes on from where it stopped.
 #[test]
