@@ -295,30 +295,56 @@ impl Reader {
     /// Writes a copy of the whole database to `dest`, a file that must not exist yet, while
     /// other connections (a running daemon) go on reading and writing. It is SQLite's
     /// `VACUUM INTO`: the copy is the database as of one commit, compacted, a single file with
-    /// no `-wal` beside it. The copy and its directory are synced to disk, then the copy is
-    /// opened as a journeyd database and passes `PRAGMA quick_check`, before this returns.
+    /// no `-wal` beside it. It is written to a temporary file beside `dest`, synced, opened as a
+    /// journeyd database and checked (`PRAGMA quick_check`), and only then linked to `dest`,
+    /// which never replaces a file, and the directory synced. So `dest` is a whole, checked copy
+    /// or does not exist; a failure leaves nothing behind.
     pub fn backup_into(&self, dest: &Path) -> Result<()> {
         let fail = |reason: String| Error::Backup {
             path: dest.to_path_buf(),
             reason,
         };
+        // Absolute: SQLite would read a name starting with `file:` as a URI.
+        let dest = std::path::absolute(dest).map_err(|e| fail(e.to_string()))?;
         if dest.exists() {
             return Err(fail(
                 "the file exists; a backup never overwrites one".into(),
             ));
         }
-        let target = dest
+        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(fail("the path names no file".into()));
+        };
+        let mut partial = std::ffi::OsString::from(".");
+        partial.push(name);
+        partial.push(format!(".partial-{}", std::process::id()));
+        let partial = dir.join(partial);
+        let written = self.write_checked_copy(&partial, &fail);
+        let linked = written.and_then(|()| match std::fs::hard_link(&partial, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(fail(
+                "the file exists; a backup never overwrites one".into(),
+            )),
+            Err(e) => Err(fail(format!(
+                "cannot link the checked copy into place: {e}"
+            ))),
+        });
+        let _ = std::fs::remove_file(&partial);
+        linked?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(format!("cannot sync its directory: {e}")))
+    }
+
+    /// `VACUUM INTO path`, synced, then opened as a journeyd database and checked.
+    fn write_checked_copy(&self, path: &Path, fail: &dyn Fn(String) -> Error) -> Result<()> {
+        let target = path
             .to_str()
             .ok_or_else(|| fail("the path is not UTF-8".into()))?;
         self.conn.execute("VACUUM INTO ?1", [target])?;
-        let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
-        sync(dest).map_err(|e| fail(format!("cannot sync the copy: {e}")))?;
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        sync(dir).map_err(|e| fail(format!("cannot sync its directory: {e}")))?;
-        let copy = Reader::open(dest)?;
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail(format!("cannot sync the copy: {e}")))?;
+        let copy = Reader::open(path)?;
         let check: String = copy
             .conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))?;

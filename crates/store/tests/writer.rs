@@ -759,5 +759,23 @@ fn a_backup_during_appends_is_the_database_as_of_one_commit() {
         before,
         "left as it was"
     );
+    // A backup that fails (here, into a directory that does not exist) leaves nothing, and no
+    // temporary file is left beside a good one.
+    let nowhere = db.path.with_file_name("missing").join("backup.db");
+    assert!(
+        store
+            .reader()
+            .expect("reader")
+            .backup_into(&nowhere)
+            .is_err()
+    );
+    assert!(!nowhere.exists());
+    let mut left: Vec<String> = std::fs::read_dir(db.path.parent().expect("dir"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("journeyd.db"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["backup.db"], "no partial copy left");
     store.close();
 }
