@@ -1418,3 +1418,39 @@ fn a_credential_that_breaks_its_rule_is_bad_usage_and_is_not_echoed() {
     }
     assert!(!j.db().exists(), "refused before the database was touched");
 }
+
+/// A client that asks for a response and reads none of it cannot keep its connection: once the
+/// socket buffers are full and `--write-timeout` passes with nothing taken, the daemon closes
+/// it. (Here a 24 MB page of the log, more than loopback buffers hold.)
+#[test]
+fn a_client_that_reads_nothing_of_its_response_is_cut_off() {
+    let j = journeyd();
+    let pad = "x".repeat(800_000);
+    let lines: Vec<String> = (0..30)
+        .map(|n| {
+            json!({"productId": "mobilejourneys", "eventId": "linkcreated", "eventVersion": "1",
+                "data": {"occurredAt": format!("2021-06-11T10:{n:02}:00Z"), "correlationId": format!("J-{n}"), "parameters": {"pad": pad}}})
+            .to_string()
+        })
+        .collect();
+    let file = j.write("big.ndjson", lines.join("\n").as_bytes());
+    j.run(&["import", tests::arg(&file)]).success();
+    let d = j.serve(&["--write-timeout", "1"]);
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    let open = || {
+        json!(metric(
+            &d.get("/metrics").body,
+            "journeyd_http_connections "
+        ))
+    };
+    assert_eq!(open(), json!(1.0), "the test's own connection");
+    let mut stalled = TcpStream::connect(&addr).expect("connect");
+    write!(
+        stalled,
+        "GET /v1/events?limit=30 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .expect("send");
+    eventually(Duration::from_secs(5), open, |n| n == &json!(2.0));
+    eventually(Duration::from_secs(20), open, |n| n == &json!(1.0));
+    drop(stalled);
+}

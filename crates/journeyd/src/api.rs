@@ -160,6 +160,14 @@ impl ApiError {
     fn bad_request(message: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    /// 503 with `Retry-After`: try again shortly.
+    fn unavailable(message: &str) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.0.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
+        e
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -187,6 +195,9 @@ pub(crate) struct Api {
     pub(crate) unprojected: Arc<Unprojected>,
     /// The projector's configuration, which those folds render with.
     pub(crate) projection: projector::Config,
+    /// A permit per open `/v1/stream` response (`--max-streams`), so that subscribers cannot
+    /// take every connection the server allows from the webhooks.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A point read of an unprojected key folds at most this many events on the HTTP worker
@@ -670,6 +681,11 @@ async fn stream_changes(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Ok(permit) = Arc::clone(&api.streams).try_acquire_owned() else {
+        return Err(ApiError::unavailable(
+            "as many streams are open as the daemon allows; retry",
+        ));
+    };
     let last: Option<i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -720,7 +736,16 @@ async fn stream_changes(
                 _ => None, // replayed already
             }
         });
-    Ok(sse(missed.chain(live).take_until(ended).boxed()))
+    // The permit goes with the response's stream, whichever way it ends.
+    let held = stream::poll_fn(move |_| {
+        let _ = &permit;
+        std::task::Poll::Ready(None::<Result<SseEvent, Infallible>>)
+    });
+    Ok(sse(missed
+        .chain(live)
+        .take_until(ended)
+        .chain(held)
+        .boxed()))
 }
 
 fn sse(events: BoxStream<'static, Result<SseEvent, Infallible>>) -> Response {

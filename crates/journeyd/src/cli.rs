@@ -222,6 +222,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "JOURNEYD_HEADER_TIMEOUT", default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) header_timeout: u32,
 
+    /// Seconds a response may wait for the client to take any of it; past it, the connection
+    /// is closed (a client that stopped reading, a stream subscriber included).
+    #[arg(long, env = "JOURNEYD_WRITE_TIMEOUT", default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) write_timeout: u32,
+
+    /// `/v1/stream` responses open at once; past it, a new one gets 503 with Retry-After, so
+    /// that subscribers cannot take every connection from the webhooks.
+    #[arg(long, env = "JOURNEYD_MAX_STREAMS", default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_streams: u32,
+
     /// Connections open at once; past it, new ones wait in the kernel's backlog until one
     /// closes. Bounds memory: each may hold a body of up to --max-body.
     #[arg(long, env = "JOURNEYD_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

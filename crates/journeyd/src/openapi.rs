@@ -211,7 +211,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         path: "/v1/stream",
         summary: "Server-Sent Events, one per snapshot change: id = seq, event = projection, data = {\"key\", \"status\"?, \"seq\"}; resumable with Last-Event-ID",
         params: &[("Last-Event-ID", "header", "Resume after this seq")],
-        responses: &[(200, "text/event-stream", None)],
+        responses: &[
+            (200, "text/event-stream", None),
+            (
+                503,
+                "As many streams are open as --max-streams allows (Retry-After)",
+                ERR,
+            ),
+        ],
     },
     Operation {
         method: "get",

@@ -458,6 +458,7 @@ pub(crate) fn run(
         settled,
         unprojected,
         projection: config.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(args.max_streams as usize)),
     });
     let app = app(ingest, api, &metrics);
 
@@ -480,8 +481,11 @@ pub(crate) fn run(
         tracing::info!("listening on http://{addr}");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let limits = crate::server::Limits {
-            max_connections: args.max_connections as usize,
+            max_connections: crate::server::connections_within_file_limit(
+                args.max_connections as usize,
+            ),
             header_timeout: std::time::Duration::from_secs(args.header_timeout.into()),
+            write_timeout: std::time::Duration::from_secs(args.write_timeout.into()),
         };
         let server = tokio::spawn(crate::server::serve(
             listener,
@@ -801,6 +805,7 @@ mod tests {
             settled: Arc::new(AtomicI64::new(0)),
             unprojected,
             projection: projector::Config::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(2)),
         });
         (app(ingest, Arc::clone(&api), &metrics), api)
     }
@@ -1468,6 +1473,40 @@ mod tests {
                 }
             }
         }
+        store.close();
+    }
+
+    /// `/v1/stream` responses hold a place each (two in these tests): past them a new stream
+    /// gets 503 with Retry-After and the JSON error, and a place frees when a response ends.
+    #[tokio::test]
+    async fn streams_past_the_limit_get_503_until_one_ends() {
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
+        let open = || {
+            app.clone().oneshot(
+                Request::get("/v1/stream")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+        };
+        let first = open().await.expect("response");
+        let second = open().await.expect("response");
+        assert_eq!(
+            (first.status(), second.status()),
+            (StatusCode::OK, StatusCode::OK)
+        );
+        let refused = open().await.expect("response");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "3");
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert!(String::from_utf8_lossy(&body).contains(r#""code":"unavailable""#));
+        drop(first);
+        let third = open().await.expect("response");
+        assert_eq!(third.status(), StatusCode::OK, "a place freed");
+        drop((second, third));
         store.close();
     }
 
