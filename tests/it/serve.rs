@@ -1454,3 +1454,28 @@ fn a_client_that_reads_nothing_of_its_response_is_cut_off() {
     eventually(Duration::from_secs(20), open, |n| n == &json!(1.0));
     drop(stalled);
 }
+
+/// A stop does not wait on connections that have nothing in flight: a live `/v1/stream`
+/// subscriber and a kept-alive connection between requests end at once, so the drain is done
+/// long before its 6 s limit.
+#[test]
+fn sigterm_with_a_stream_and_an_idle_connection_open_stops_at_once() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let mut stream = sse(&d, None);
+    assert!(wait_for(&mut stream, "text/event-stream").is_some());
+    let addr = d.url.trim_start_matches("http://").to_owned();
+    let mut idle = TcpStream::connect(&addr).expect("connect");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).expect("answered");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let started = Instant::now();
+    let code = d.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}: the drain waited on them",
+        started.elapsed()
+    );
+}
