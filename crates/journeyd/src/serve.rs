@@ -167,10 +167,10 @@ fn default_workers() -> usize {
 /// Holds `DB.lock` for the life of the process: a second `serve` on the same database refuses
 /// to start. The OS releases it when the process ends, however it ends.
 fn lock(db: &Path) -> anyhow::Result<File> {
-    let path = lock_path(db);
-    let path = path.display();
-    let file = File::create(path.to_string())
-        .with_context(|| format!("cannot create the lock file {path}"))?;
+    let lock = lock_path(db);
+    let path = lock.display();
+    let file =
+        File::create(&lock).with_context(|| format!("cannot create the lock file {path}"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -190,17 +190,29 @@ fn lock(db: &Path) -> anyhow::Result<File> {
 /// file not created yet resolves through its directory. (A hard link is another name the OS
 /// cannot resolve: operations.md says so.)
 fn lock_path(db: &Path) -> std::path::PathBuf {
-    let resolved = std::fs::canonicalize(db).or_else(|_| {
-        let dir = db
+    // A symlink to a file not created yet resolves by hand, link by link (at most 40, as the
+    // OS allows), to the name it will have.
+    let mut target = db.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&target) {
+            Ok(next) => {
+                target = match target.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let resolved = std::fs::canonicalize(&target).or_else(|_| {
+        let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let name = db.file_name().unwrap_or(db.as_os_str());
+        let name = target.file_name().unwrap_or(target.as_os_str());
         std::fs::canonicalize(dir).map(|d| d.join(name))
     });
-    let mut path = resolved
-        .unwrap_or_else(|_| db.to_path_buf())
-        .into_os_string();
+    let mut path = resolved.unwrap_or(target).into_os_string();
     path.push(".lock");
     path.into()
 }
@@ -1474,6 +1486,28 @@ mod tests {
             }
         }
         store.close();
+    }
+
+    /// Every name of one database file gives one lock file: a symlink, before the file exists
+    /// and after, and a chain of them.
+    #[test]
+    fn every_name_of_a_database_file_has_the_same_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.db");
+        let link = dir.path().join("link.db");
+        let chain = dir.path().join("chain.db");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        std::os::unix::fs::symlink("link.db", &chain).expect("relative symlink");
+        let expected = std::fs::canonicalize(dir.path())
+            .expect("dir")
+            .join("real.db.lock");
+        for name in [&real, &link, &chain] {
+            assert_eq!(lock_path(name), expected, "{} before", name.display());
+        }
+        std::fs::write(&real, b"").expect("create");
+        for name in [&real, &link, &chain] {
+            assert_eq!(lock_path(name), expected, "{} after", name.display());
+        }
     }
 
     /// `/v1/stream` responses hold a place each (two in these tests): past them a new stream
