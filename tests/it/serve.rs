@@ -90,6 +90,11 @@ fn all_states(d: &Daemon) -> BTreeMap<String, Value> {
     out
 }
 
+/// `series` of the daemon's `/metrics` now, as JSON (`null` when absent), for [`eventually`].
+fn scraped(d: &Daemon, series: &str) -> Value {
+    json!(metric(&d.get("/metrics").body, series))
+}
+
 /// Reads `read` until `done` holds for what it read, failing with the last reading after
 /// `within`.
 fn eventually(within: Duration, mut read: impl FnMut() -> Value, done: impl Fn(&Value) -> bool) {
@@ -114,12 +119,7 @@ fn settle(d: &Daemon) {
     );
     eventually(
         Duration::from_secs(10),
-        || {
-            json!(metric(
-                &d.get("/metrics").body,
-                "journeyd_unprojected_keys "
-            ))
-        },
+        || scraped(d, "journeyd_unprojected_keys "),
         |keys| keys == &json!(0.0),
     );
 }
@@ -1371,12 +1371,7 @@ fn connections_past_the_limit_wait_for_one_to_close() {
     // The agent's own connection, once the daemon has seen `second` close.
     eventually(
         Duration::from_secs(5),
-        || {
-            json!(metric(
-                &d.get("/metrics").body,
-                "journeyd_http_connections "
-            ))
-        },
+        || scraped(&d, "journeyd_http_connections "),
         |open| open == &json!(1.0),
     );
 }
@@ -1437,12 +1432,7 @@ fn a_client_that_reads_nothing_of_its_response_is_cut_off() {
     j.run(&["import", tests::arg(&file)]).success();
     let d = j.serve(&["--write-timeout", "1"]);
     let addr = d.url.trim_start_matches("http://").to_owned();
-    let open = || {
-        json!(metric(
-            &d.get("/metrics").body,
-            "journeyd_http_connections "
-        ))
-    };
+    let open = || scraped(&d, "journeyd_http_connections ");
     assert_eq!(open(), json!(1.0), "the test's own connection");
     let mut stalled = TcpStream::connect(&addr).expect("connect");
     write!(
