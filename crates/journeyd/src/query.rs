@@ -273,8 +273,13 @@ pub(crate) fn backup(db: &Path, dest: &Path, out: &Output) -> anyhow::Result<()>
     if out.json {
         return out.json(&report);
     }
+    let bodies = if report.quarantined == 1 {
+        "body"
+    } else {
+        "bodies"
+    };
     out.text(format_args!(
-        "backed up to {}: {} events (log head {}), {} quarantined bodies, {} bytes",
+        "backed up to {}: {} events (log head {}), {} quarantined {bodies}, {} bytes",
         report.path, report.events, report.log_head, report.quarantined, report.bytes
     ))
 }
