@@ -41,7 +41,14 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../migrations/0005_counting_without_statement_journals.sql"
     )),
+    M::up(include_str!("../../../migrations/0006_application_id.sql")),
 ];
+
+/// The SQLite header's application id of a journeyd database (migration 0006): "JRND".
+pub const APPLICATION_ID: i64 = 0x4A52_4E44;
+
+/// The first schema version that carries [`APPLICATION_ID`].
+const APPLICATION_ID_SINCE: usize = 6;
 
 fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATION_LIST)
@@ -368,10 +375,23 @@ fn not_a_directory(path: &Path) -> Result<()> {
 fn check_before_migrating(conn: &Connection, path: &Path) -> Result<()> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let found = usize::try_from(found).unwrap_or(usize::MAX);
+    let application: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    if application != 0 && application != APPLICATION_ID {
+        return Err(Error::NotJourneyd {
+            path: path.to_path_buf(),
+            reason: format!("it carries another application's id ({application:#010x})"),
+        });
+    }
     if found > SCHEMA_VERSION {
         return Err(Error::SchemaVersion {
             found,
             expected: SCHEMA_VERSION,
+        });
+    }
+    if found >= APPLICATION_ID_SINCE && application != APPLICATION_ID {
+        return Err(Error::NotJourneyd {
+            path: path.to_path_buf(),
+            reason: format!("its schema version is {found} but it lacks journeyd's application id"),
         });
     }
     let (objects, events): (i64, bool) = conn.query_row(
@@ -479,6 +499,18 @@ mod tests {
                 )
             })
             .expect("a newer journeyd's database");
+        let claimed = dir.path().join("claimed.db");
+        Connection::open(&claimed)
+            .and_then(|c| {
+                c.execute_batch(
+                    "CREATE TABLE events (x); PRAGMA user_version = 3; PRAGMA application_id = 7;",
+                )
+            })
+            .expect("another application's file, with an events table");
+        let unmarked = dir.path().join("unmarked.db");
+        Connection::open(&unmarked)
+            .and_then(|c| c.execute_batch("CREATE TABLE events (x); PRAGMA user_version = 6;"))
+            .expect("a version-6 file without journeyd's id");
         let versioned = dir.path().join("versioned.db");
         Connection::open(&versioned)
             .and_then(|c| c.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 2;"))
@@ -492,6 +524,11 @@ mod tests {
             (
                 &versioned,
                 "its schema version is 2 but it has no events table",
+            ),
+            (&claimed, "it carries another application's id (0x00000007)"),
+            (
+                &unmarked,
+                "its schema version is 6 but it lacks journeyd's application id",
             ),
             (
                 &dir.path().to_path_buf(),
@@ -538,6 +575,10 @@ mod tests {
         Store::open(&empty, Options::default())
             .expect("new")
             .close();
+        let id: i64 = Connection::open(&empty)
+            .and_then(|c| c.pragma_query_value(None, "application_id", |r| r.get(0)))
+            .expect("read");
+        assert_eq!(id, APPLICATION_ID, "a new database carries journeyd's id");
     }
 
     #[test]
