@@ -715,6 +715,7 @@ async fn stream_changes(
         let resume = SseEvent::default().id(through.to_string()).retry(RECONNECT);
         return Ok(sse(missed
             .chain(stream::once(async move { Ok(resume) }))
+            .chain(holding(permit))
             .boxed()));
     }
     // Going live: the usual reconnect delay again (a cut-short part set a short one, and an
@@ -736,16 +737,22 @@ async fn stream_changes(
                 _ => None, // replayed already
             }
         });
-    // The permit goes with the response's stream, whichever way it ends.
-    let held = stream::poll_fn(move |_| {
-        let _ = &permit;
-        std::task::Poll::Ready(None::<Result<SseEvent, Infallible>>)
-    });
     Ok(sse(missed
         .chain(live)
         .take_until(ended)
-        .chain(held)
+        .chain(holding(permit))
         .boxed()))
+}
+
+/// An empty stream that holds a stream's permit: chained last, it goes with the response,
+/// whichever way that ends.
+fn holding(
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>> {
+    stream::poll_fn(move |_| {
+        let _ = &permit;
+        std::task::Poll::Ready(None)
+    })
 }
 
 fn sse(events: BoxStream<'static, Result<SseEvent, Infallible>>) -> Response {

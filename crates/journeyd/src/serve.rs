@@ -458,6 +458,18 @@ pub(crate) fn run(
         metrics: metrics.ingest.clone(),
         on_stored: Some(note_stored(Arc::clone(&unprojected))),
     });
+    // Connections as many as the open-file limit allows, and streams at most half of them, so
+    // that subscribers always leave places for webhooks (decision 0016).
+    let max_connections =
+        crate::server::connections_within_file_limit(args.max_connections as usize);
+    let max_streams = (args.max_streams as usize).min((max_connections / 2).max(1));
+    if max_streams < args.max_streams as usize {
+        tracing::warn!(
+            max_streams,
+            max_connections,
+            "--max-streams lowered to half the connections the daemon takes"
+        );
+    }
     let api = Arc::new(Api {
         pool: ReaderPool::new(db.to_path_buf()),
         token,
@@ -470,12 +482,15 @@ pub(crate) fn run(
         settled,
         unprojected,
         projection: config.clone(),
-        streams: Arc::new(tokio::sync::Semaphore::new(args.max_streams as usize)),
+        streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
     });
     let app = app(ingest, api, &metrics);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.map_or_else(default_workers, usize::from))
+        // Reads that scan, and large bodies' parsing, run here; each read holds a connection
+        // (two files). Bounded, so that the open-file reserve of server.rs holds.
+        .max_blocking_threads(crate::server::BLOCKING_THREADS)
         .enable_all()
         .thread_name("journeyd-http")
         .build()?;
@@ -493,9 +508,7 @@ pub(crate) fn run(
         tracing::info!("listening on http://{addr}");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let limits = crate::server::Limits {
-            max_connections: crate::server::connections_within_file_limit(
-                args.max_connections as usize,
-            ),
+            max_connections,
             header_timeout: std::time::Duration::from_secs(args.header_timeout.into()),
             write_timeout: std::time::Duration::from_secs(args.write_timeout.into()),
         };

@@ -41,9 +41,14 @@ pub(crate) struct Limits {
     pub(crate) write_timeout: Duration,
 }
 
+/// The HTTP runtime's blocking threads (tokio's default is 512): scanning reads and large
+/// bodies' parsing. Each read on one holds a read connection.
+pub(crate) const BLOCKING_THREADS: usize = 64;
+
 /// File descriptors the daemon needs besides its connections: the database, its WAL and
-/// shared memory, read connections, the listener, the lock, stdio.
-const OTHER_FILES: u64 = 64;
+/// shared memory for the writer, the projector and every read connection (two each: one per
+/// blocking thread, the HTTP workers' and the idle pool's), the listener, the lock, stdio.
+const OTHER_FILES: u64 = 2 * (BLOCKING_THREADS as u64 + 32) + 64;
 
 /// `max_connections`, lowered if the process's open-file limit could not hold that many
 /// connections beside [`OTHER_FILES`], with a warning: past the limit, `accept` fails and

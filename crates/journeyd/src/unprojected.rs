@@ -8,10 +8,11 @@
 //! (`settle`) ends each note once the snapshots hold its events.
 //!
 //! Bounded: past [`Unprojected::new`]'s `max_keys` keys, new notes are dropped and counted, and
-//! reads of those keys are as fresh as the projector (as before this module existed). That
-//! happens only when the projector is far behind: a rebuild in progress, or a projector that
-//! keeps failing. (While a round fails, and once the projector thread has ended, the read API
-//! reads every key through anyway.)
+//! the dropped note's `seq` raises the high-water mark instead: until the projector settles
+//! past it, every key is read through, as after a start with unprojected events. That happens
+//! only when the projector is far behind: a rebuild in progress, or a projector that keeps
+//! failing. (While a round fails, and once the projector thread has ended, the read API reads
+//! every key through anyway.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -98,7 +99,10 @@ impl Unprojected {
             match inner.keys[slot(projection)].get_mut(key) {
                 Some(noted) => *noted = (*noted).max(seq),
                 None if full => {
+                    // Not kept: every key is read through until the projector is past it.
                     self.dropped.inc();
+                    inner.high = inner.high.max(seq);
+                    self.high.store(inner.high, Ordering::SeqCst);
                 }
                 None => {
                     inner.keys[slot(projection)].insert(Box::from(key), seq);
@@ -252,15 +256,20 @@ mod tests {
         u.note(J, "a", 1);
         u.note(J, "b", 2);
         u.note(J, "c", 3);
-        assert!(!u.contains(J, "c"));
         assert_eq!(usage(&u), (2, 1));
+        assert!(
+            u.contains(J, "c") && u.contains(M, "never-noted"),
+            "a dropped note makes every key read through"
+        );
+        assert!(u.behind(J, 2), "no table short of it is taken as current");
         u.note(J, "a", 4);
         u.settle(3);
         assert!(
             u.contains(J, "a"),
             "a noted key takes newer events when full"
         );
-        assert!(!u.contains(J, "b"));
+        assert!(!u.contains(J, "b"), "past the dropped note: as before");
+        assert!(!u.contains(J, "c"));
         u.note(J, "c", 5);
         assert!(u.contains(J, "c"), "room again after a settle");
         assert_eq!(usage(&u), (2, 1));

@@ -88,6 +88,9 @@ pub struct Rebuilt {
     pub events: u64,
     /// Snapshots written.
     pub keys: u64,
+    /// Whether its table was swapped in; `false` when another rebuild of the projection
+    /// swapped first, and its table stands.
+    pub swapped: bool,
 }
 
 /// Keeps the four projections current.
@@ -489,6 +492,7 @@ impl Runner {
             done.checkpoint = self.lowest_checkpoint();
             return Ok(done);
         }
+        let target = self.rebuild_target(&stale)?;
         for projection in stale {
             if stop() {
                 // The rest waits for the next catch-up; nothing is folded past stale tables.
@@ -499,7 +503,7 @@ impl Runner {
                 projection = projection.name(),
                 "snapshots were built by other code or configuration; rebuilding"
             );
-            match self.rebuild_unless(projection, &mut |_| {}, stop) {
+            match self.rebuild_to(projection, &mut |_| {}, stop, Some(target)) {
                 Ok(_) => {}
                 Err(store::Error::Stopped) => {
                     tracing::info!(
@@ -589,11 +593,12 @@ impl Runner {
                         // As at the start: the next catch-up (or start) rebuilds.
                         break;
                     }
+                    let target = self.rebuild_target(&stale)?;
                     for projection in stale {
                         if stop() {
                             break; // and the loop ends at its top: nothing past stale tables
                         }
-                        self.rebuild(projection, &mut |_| {})?;
+                        self.rebuild_to(projection, &mut |_| {}, &|| false, Some(target))?;
                         self.report_resync(on_update);
                         done.rebuilt += 1;
                     }
@@ -642,30 +647,70 @@ impl Runner {
         progress: &mut dyn FnMut(u64),
         stop: &dyn Fn() -> bool,
     ) -> store::Result<Rebuilt> {
-        let (w, r, c) = (&self.writer, &self.reader, &self.config);
-        // Nothing was ever shown from a table at checkpoint 0 (a new database's).
-        let shown = match projection {
-            Projection::Journeys => self.journeys.seq,
-            Projection::Members => self.members.seq,
-            Projection::Users => self.users.seq,
-            Projection::Resources => self.resources.seq,
-        } > 0;
+        self.rebuild_to(projection, progress, stop, None)
+    }
+
+    /// As [`Runner::rebuild_unless`], up to `head` (the log head as it is, when `None`).
+    fn rebuild_to(
+        &mut self,
+        projection: Projection,
+        progress: &mut dyn FnMut(u64),
+        stop: &dyn Fn() -> bool,
+        head: Option<i64>,
+    ) -> store::Result<Rebuilt> {
+        let before = self.positions();
         let resynced = self.resynced;
+        let (w, r, c) = (&self.writer, &self.reader, &self.config);
         let rebuilt = match projection {
-            Projection::Journeys => rebuild::<Journeys>(w, r, c, progress, stop)?,
-            Projection::Members => rebuild::<Members>(w, r, c, progress, stop)?,
-            Projection::Users => rebuild::<Users>(w, r, c, progress, stop)?,
-            Projection::Resources => rebuild::<Resources>(w, r, c, progress, stop)?,
+            Projection::Journeys => rebuild::<Journeys>(w, r, c, progress, stop, head)?,
+            Projection::Members => rebuild::<Members>(w, r, c, progress, stop, head)?,
+            Projection::Users => rebuild::<Users>(w, r, c, progress, stop, head)?,
+            Projection::Resources => rebuild::<Resources>(w, r, c, progress, stop, head)?,
         };
         self.sync()?;
-        if !shown && rebuilt.keys == 0 && !resynced && self.resynced {
-            // An empty table replaced one nothing was read from (a new database's first
-            // catch-up, before any event): no reader can have missed a change, so live streams
-            // need not end and resume.
+        // An empty table that this rebuild swapped in for one nothing was read from (at
+        // checkpoint 0: a new database's first catch-up, before any event), with nothing else
+        // moved meanwhile: no reader can have missed a change, so live streams need not end.
+        let after = self.positions();
+        let only_this_moved = Projection::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .all(|(p, (b, a))| *p == projection || b == a);
+        let slot = Projection::ALL.iter().position(|p| *p == projection);
+        let from_nothing = slot.is_some_and(|i| before[i].0 <= 0 && after[i].0 == rebuilt.head);
+        if rebuilt.swapped && rebuilt.keys == 0 && from_nothing && only_this_moved && !resynced {
             self.resynced = false;
             self.moved_quietly = true;
         }
         Ok(rebuilt)
+    }
+
+    /// The one head every stale projection of a round is rebuilt to: the lowest checkpoint of
+    /// the projections that are current, or the log head when all are stale. So after the
+    /// rebuilds no table stands past the others, and the batches that follow announce every
+    /// change past that head for all four: a change between a rebuilt table's head and the
+    /// others' checkpoints would otherwise be neither announced live (the rebuilt projection
+    /// folds nothing at or below its checkpoint) nor replayed (a replay stops at the lowest).
+    fn rebuild_target(&self, stale: &[Projection]) -> store::Result<i64> {
+        let head = self.reader.head()?;
+        let current = Projection::ALL
+            .iter()
+            .zip(self.positions())
+            .filter(|(p, _)| !stale.contains(p))
+            .map(|(_, (seq, _))| seq)
+            .min();
+        Ok(current.map_or(head, |seq| seq.clamp(0, head)))
+    }
+
+    /// Each projection's (checkpoint, generation) as this runner holds them, in
+    /// [`Projection::ALL`]'s order.
+    fn positions(&self) -> [(i64, i64); 4] {
+        Projection::ALL.map(|p| match p {
+            Projection::Journeys => (self.journeys.seq, self.journeys.generation),
+            Projection::Members => (self.members.seq, self.members.generation),
+            Projection::Users => (self.users.seq, self.users.generation),
+            Projection::Resources => (self.resources.seq, self.resources.generation),
+        })
     }
 }
 
@@ -675,8 +720,12 @@ fn rebuild<M: Model>(
     config: &Config,
     progress: &mut dyn FnMut(u64),
     stop: &dyn Fn() -> bool,
+    head: Option<i64>,
 ) -> store::Result<Rebuilt> {
-    let head = reader.head()?;
+    let head = match head {
+        Some(head) => head,
+        None => reader.head()?,
+    };
     let ticket = writer.rebuild_begin(M::PROJECTION)?;
     let (tx, rx) = mpsc::channel::<store::Result<()>>();
     let mut in_flight = 0usize;
@@ -755,21 +804,26 @@ fn rebuild<M: Model>(
         return Err(store::Error::Stopped);
     }
     progress(events);
-    match writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config)) {
+    let swapped = match writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config)) {
         // Another rebuild of this projection swapped first: its table stands, ours was dropped.
         Err(store::Error::Stale { .. }) => {
             tracing::info!(
                 projection = M::PROJECTION.name(),
                 "another rebuild finished first; keeping its snapshots"
             );
+            false
         }
-        other => other?,
-    }
+        other => {
+            other?;
+            true
+        }
+    };
     Ok(Rebuilt {
         projection: M::PROJECTION,
         head,
         events,
         keys,
+        swapped,
     })
 }
 

@@ -461,6 +461,45 @@ fn building_empty_tables_of_a_new_database_is_no_resync() {
     );
 }
 
+/// A rebuild during a catch-up (another configuration for journeys, with events past every
+/// checkpoint) goes to the others' checkpoint, not past it: then the batches announce every
+/// journey change past that point. Rebuilt to the log head instead, the journeys would stand
+/// past the others, and the changes between were neither announced nor within a replay.
+#[test]
+fn a_rebuild_in_a_catch_up_leaves_no_change_unannounced() {
+    let d = db();
+    let events = corpus(60);
+    d.append(events[..30].to_vec());
+    let mut before = d.runner(Config::default());
+    before.catch_up().expect("catch up");
+    let projected = d.checkpoints()[0].seq;
+    d.append(events[30..].to_vec());
+    let config = Config {
+        completing_stages: ["step".to_owned()].into(),
+        ..Config::default()
+    };
+    let mut runner = d.runner(config);
+    let updates = updates(&mut runner);
+    let announced: std::collections::BTreeSet<String> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Changed(c) if c.projection == Projection::Journeys && c.seq > projected => {
+                Some(c.key.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: std::collections::BTreeSet<String> = keys_of(&events[30..])
+        .into_iter()
+        .filter(|(p, _)| *p == Projection::Journeys)
+        .map(|(_, k)| k)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(announced, expected, "{updates:?}");
+    let seqs: Vec<i64> = d.checkpoints().iter().map(|c| c.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] == w[1]), "{seqs:?}");
+}
+
 /// A stop asked for while a runner catches up ends the round at the next batch, and starts no
 /// rebuild; the next catch-up without it goes on from where it stopped.
 #[test]

@@ -399,10 +399,18 @@ fn check_before_migrating(conn: &Connection, path: &Path) -> Result<()> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    // journeyd's `events` has had these columns since migration 0001.
+    let ours: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('events') WHERE name IN ('seq', 'event_id', 'source', 'kind', 'clock', 'payload')",
+        [],
+        |r| r.get(0),
+    )?;
     let reason = match (found, objects, events) {
-        (0, 0, _) | (1.., _, true) => return Ok(()),
+        (0, 0, _) => return Ok(()),
+        (1.., _, true) if ours == 6 => return Ok(()),
         (0, n, _) => format!("it has {n} tables, indexes or views of its own"),
         (v, _, false) => format!("its schema version is {v} but it has no events table"),
+        (v, _, true) => format!("its schema version is {v} but its events table is not journeyd's"),
     };
     Err(Error::NotJourneyd {
         path: path.to_path_buf(),
@@ -499,6 +507,10 @@ mod tests {
                 )
             })
             .expect("a newer journeyd's database");
+        let lookalike = dir.path().join("lookalike.db");
+        Connection::open(&lookalike)
+            .and_then(|c| c.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;"))
+            .expect("another program's events table, numbered schema");
         let claimed = dir.path().join("claimed.db");
         Connection::open(&claimed)
             .and_then(|c| {
@@ -526,6 +538,10 @@ mod tests {
                 "its schema version is 2 but it has no events table",
             ),
             (&claimed, "it carries another application's id (0x00000007)"),
+            (
+                &lookalike,
+                "its schema version is 2 but its events table is not journeyd's",
+            ),
             (
                 &unmarked,
                 "its schema version is 6 but it lacks journeyd's application id",

@@ -318,12 +318,24 @@ impl Reader {
         partial.push(name);
         partial.push(format!(".partial-{}", std::process::id()));
         let partial = dir.join(partial);
+        if partial.exists() {
+            // Left by a run that was killed, or another backup with the same pid: not ours to
+            // remove.
+            return Err(fail(format!(
+                "{} is in the way (an interrupted backup's copy?); remove it",
+                partial.display()
+            )));
+        }
         let written = self.write_checked_copy(&partial, &fail);
         let linked = written.and_then(|()| match std::fs::hard_link(&partial, &dest) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(fail(
                 "the file exists; a backup never overwrites one".into(),
             )),
+            // A file system without hard links (vfat, some network mounts): a rename, which
+            // would replace a file that appeared since the check above, a window this small.
+            Err(_) if !dest.exists() => std::fs::rename(&partial, &dest)
+                .map_err(|e| fail(format!("cannot move the checked copy into place: {e}"))),
             Err(e) => Err(fail(format!(
                 "cannot link the checked copy into place: {e}"
             ))),

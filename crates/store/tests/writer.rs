@@ -777,5 +777,21 @@ fn a_backup_during_appends_is_the_database_as_of_one_commit() {
         .collect();
     left.sort();
     assert_eq!(left, ["backup.db"], "no partial copy left");
+    // An interrupted backup's partial copy in the way is reported, and not removed.
+    let other = db.path.with_file_name("other.db");
+    let in_the_way = db
+        .path
+        .with_file_name(format!(".other.db.partial-{}", std::process::id()));
+    std::fs::write(&in_the_way, b"an interrupted copy").expect("write");
+    let refused = store.reader().expect("reader").backup_into(&other);
+    assert!(
+        matches!(&refused, Err(store::Error::Backup { reason, .. }) if reason.contains("in the way")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read(&in_the_way).expect("kept"),
+        b"an interrupted copy"
+    );
+    assert!(!other.exists());
     store.close();
 }
