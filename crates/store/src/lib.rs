@@ -495,38 +495,41 @@ mod tests {
     #[test]
     fn open_refuses_files_it_must_not_migrate_and_leaves_them_as_they_were() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let foreign = dir.path().join("other.db");
-        Connection::open(&foreign)
-            .and_then(|c| c.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY); INSERT INTO accounts VALUES (1);"))
-            .expect("another program's database");
-        let newer = dir.path().join("newer.db");
-        Connection::open(&newer)
-            .and_then(|c| {
-                c.execute_batch(
-                    "CREATE TABLE events (seq INTEGER PRIMARY KEY); PRAGMA user_version = 99;",
-                )
-            })
-            .expect("a newer journeyd's database");
-        let lookalike = dir.path().join("lookalike.db");
-        Connection::open(&lookalike)
-            .and_then(|c| c.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;"))
-            .expect("another program's events table, numbered schema");
-        let claimed = dir.path().join("claimed.db");
-        Connection::open(&claimed)
-            .and_then(|c| {
-                c.execute_batch(
-                    "CREATE TABLE events (x); PRAGMA user_version = 3; PRAGMA application_id = 7;",
-                )
-            })
-            .expect("another application's file, with an events table");
-        let unmarked = dir.path().join("unmarked.db");
-        Connection::open(&unmarked)
-            .and_then(|c| c.execute_batch("CREATE TABLE events (x); PRAGMA user_version = 6;"))
-            .expect("a version-6 file without journeyd's id");
-        let versioned = dir.path().join("versioned.db");
-        Connection::open(&versioned)
-            .and_then(|c| c.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 2;"))
-            .expect("another program that numbers its schema");
+        // A file named `name`, made by `sql` as some program would.
+        let made = |name: &str, sql: &str| {
+            let path = dir.path().join(name);
+            Connection::open(&path)
+                .and_then(|c| c.execute_batch(sql))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            path
+        };
+        // Another program's database; a newer journeyd's; another program's `events` table in
+        // a numbered schema; another application's id; a version-6 file without journeyd's id;
+        // another program that numbers its schema.
+        let foreign = made(
+            "other.db",
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY); INSERT INTO accounts VALUES (1);",
+        );
+        let newer = made(
+            "newer.db",
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY); PRAGMA user_version = 99;",
+        );
+        let lookalike = made(
+            "lookalike.db",
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT); PRAGMA user_version = 2;",
+        );
+        let claimed = made(
+            "claimed.db",
+            "CREATE TABLE events (x); PRAGMA user_version = 3; PRAGMA application_id = 7;",
+        );
+        let unmarked = made(
+            "unmarked.db",
+            "CREATE TABLE events (x); PRAGMA user_version = 6;",
+        );
+        let versioned = made(
+            "versioned.db",
+            "CREATE TABLE t (x); PRAGMA user_version = 2;",
+        );
         for (path, expected) in [
             (&foreign, "is not a journeyd database: it has 1 tables"),
             (
