@@ -91,11 +91,17 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn unavailable(message: &str) -> Response {
+/// A `503` JSON error with `Retry-After: {retry_after}` seconds.
+pub fn unavailable_for(message: &str, retry_after: &'static str) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
     r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
     r
+}
+
+/// The webhooks' `503`: nothing was stored, retry in a second.
+fn unavailable(message: &str) -> Response {
+    unavailable_for(message, "1")
 }
 
 /// The request id: the sender's `x-request-id` if it gave a sane one, else a new UUID.

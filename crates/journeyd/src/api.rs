@@ -161,12 +161,9 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    /// 503 with `Retry-After`: try again shortly.
+    /// 503 with `Retry-After: 3`: try again shortly.
     fn unavailable(message: &str) -> ApiError {
-        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-        e.0.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
-        e
+        ApiError(Box::new(ingest::unavailable_for(message, "3")))
     }
 }
 

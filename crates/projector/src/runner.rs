@@ -635,22 +635,13 @@ impl Runner {
         projection: Projection,
         progress: &mut dyn FnMut(u64),
     ) -> store::Result<Rebuilt> {
-        self.rebuild_unless(projection, progress, &|| false)
+        self.rebuild_to(projection, progress, &|| false, None)
     }
 
-    /// As [`Runner::rebuild`], but abandons the rebuild with [`store::Error::Stopped`] once
-    /// `stop()`, before its swap: the live table and checkpoint stay as they were, and the
-    /// half-filled table is dropped by the next swap of the projection.
-    fn rebuild_unless(
-        &mut self,
-        projection: Projection,
-        progress: &mut dyn FnMut(u64),
-        stop: &dyn Fn() -> bool,
-    ) -> store::Result<Rebuilt> {
-        self.rebuild_to(projection, progress, stop, None)
-    }
-
-    /// As [`Runner::rebuild_unless`], up to `head` (the log head as it is, when `None`).
+    /// As [`Runner::rebuild`], up to `head` (the log head as it is, when `None`), and
+    /// abandoned with [`store::Error::Stopped`] once `stop()`, before its swap: the live table
+    /// and checkpoint stay as they were, and the half-filled table is dropped by the next swap
+    /// of the projection.
     fn rebuild_to(
         &mut self,
         projection: Projection,
