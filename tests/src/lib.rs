@@ -332,6 +332,16 @@ impl Daemon {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// As [`Daemon::terminate`], with everything the daemon logged.
+    pub fn terminate_with_log(self, timeout: std::time::Duration) -> (Option<i32>, String) {
+        let log = std::sync::Arc::clone(&self.log);
+        let code = self.terminate(timeout);
+        // The reader thread ends at the pipe's end, just after the exit.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        (code, log)
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for the exit code.
     pub fn terminate(mut self, timeout: std::time::Duration) -> Option<i32> {
         let _ = Command::new("kill")
