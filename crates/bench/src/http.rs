@@ -2,6 +2,7 @@
 //! `journeyd serve`, beside an axum handler that only parses the JSON, both as separate
 //! processes on this machine; then ack-to-visible latency, peak RSS and point queries.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -11,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::cpu;
 
 /// A keep-alive HTTP/1.1 connection: just enough client for a load generator.
 struct Conn {
@@ -242,6 +245,8 @@ struct Load {
     requests: u64,
     latencies: Vec<u32>,
     errors: u64,
+    /// The load generator's own CPU (the one thread it runs on).
+    cpu: cpu::Times,
 }
 
 /// Runs `connections` clients on one tokio thread for `duration`. `request(c, n)` gives the
@@ -257,7 +262,8 @@ fn load(
         .enable_all()
         .build()?;
     let request = Arc::new(request);
-    runtime.block_on(async move {
+    let cpu_before = cpu::this_thread();
+    let mut out = runtime.block_on(async move {
         let deadline = tokio::time::Instant::now() + duration;
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..connections {
@@ -300,6 +306,7 @@ fn load(
             requests: 0,
             latencies: Vec::new(),
             errors: 0,
+            cpu: cpu::Times::default(),
         };
         while let Some(done) = tasks.join_next().await {
             let (lat, errors) = done.map_err(|_| anyhow::anyhow!("a sender panicked"))?;
@@ -308,7 +315,30 @@ fn load(
         }
         out.requests = out.latencies.len() as u64;
         out.latencies.sort_unstable();
-        Ok(out)
+        anyhow::Ok(out)
+    })?;
+    out.cpu = cpu::this_thread().since(cpu_before);
+    Ok(out)
+}
+
+/// A load and the CPU the server and the machine spent on it.
+struct Measured {
+    load: Load,
+    /// The server's threads, by name.
+    server: BTreeMap<String, cpu::Times>,
+    /// The machine's busy share over the load.
+    busy: f64,
+}
+
+/// Runs `load` against the server process `pid`, sampling the CPU on both sides of it.
+fn measured(pid: u32, load: impl FnOnce() -> anyhow::Result<Load>) -> anyhow::Result<Measured> {
+    let (server, machine) = (cpu::Process::sample(pid), cpu::machine());
+    let load = load()?;
+    let busy = cpu::busy_share(machine, cpu::machine());
+    Ok(Measured {
+        load,
+        server: cpu::Process::sample(pid).since(&server),
+        busy,
     })
 }
 
@@ -544,16 +574,19 @@ pub(crate) fn run(
     println!("| server | connections | events/s | p50 ms | p99 ms | errors | ratio to baseline |");
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
+    let mut cpu_rows = Vec::new();
     for &connections in connection_counts {
         let (base, base_addr) = spawn({
             let mut c = Command::new(std::env::current_exe()?);
             c.arg("baseline-server");
             c
         })?;
-        let base_load = load(&base_addr, connections, duration, webhook(0), |s| s == 204)?;
+        let base_load = measured(base.id(), || {
+            load(&base_addr, connections, duration, webhook(0), |s| s == 204)
+        })?;
         let get_ceiling = load(&base_addr, 64, duration, point_query, |s| s == 200)?;
         stop(base);
-        let base_rate = base_load.requests as f64 / duration.as_secs_f64();
+        let base_rate = base_load.load.requests as f64 / duration.as_secs_f64();
 
         let (floor, floor_addr) = spawn({
             let mut c = Command::new(std::env::current_exe()?);
@@ -562,7 +595,9 @@ pub(crate) fn run(
                 .arg(dir.join(format!("floor-{connections}.db")));
             c
         })?;
-        let floor_load = load(&floor_addr, connections, duration, webhook(0), |s| s == 204)?;
+        let floor_load = measured(floor.id(), || {
+            load(&floor_addr, connections, duration, webhook(0), |s| s == 204)
+        })?;
         stop(floor);
 
         let db = dir.join(format!("serve-{connections}.db"));
@@ -598,7 +633,9 @@ pub(crate) fn run(
                 }
             })
         };
-        let ingest = load(&addr, connections, duration, webhook(100_000), |s| s == 204)?;
+        let ingest = measured(daemon.id(), || {
+            load(&addr, connections, duration, webhook(100_000), |s| s == 204)
+        })?;
         probing.store(false, Ordering::Relaxed);
         let _ = prober.join();
         let rss = peak_rss_mib(daemon.id());
@@ -617,7 +654,8 @@ pub(crate) fn run(
         let queries = load(&addr, 64, duration, point_query, |s| s == 200 || s == 404)?;
         stop(daemon);
 
-        let row = |server: &str, load: &Load| {
+        let row = |server: &str, load: &Measured| {
+            let load = &load.load;
             let rate = load.requests as f64 / duration.as_secs_f64();
             println!(
                 "| {server} | {connections} | {rate:.0} | {:.2} | {:.2} | {} | {:.2} |",
@@ -633,6 +671,7 @@ pub(crate) fn run(
             &floor_load,
         );
         row("`journeyd serve` (synchronous=FULL)", &ingest);
+        cpu_rows.push((connections, [base_load, floor_load, ingest]));
         rows.push((
             connections,
             visible_p99,
@@ -656,7 +695,65 @@ pub(crate) fn run(
             q / ceiling
         );
     }
+    print_cpu(&cpu_rows, duration);
     Ok(())
+}
+
+/// Where each ingest run's CPU went: per event stored, the server's and the load generator's,
+/// and what that allows when every core of the machine does nothing else; then the daemon's
+/// threads.
+fn print_cpu(runs: &[(usize, [Measured; 3])], duration: Duration) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!();
+    println!(
+        "CPU per event stored, µs (on-CPU time from /proc/PID/task/*/schedstat over each load)"
+    );
+    println!();
+    println!(
+        "| server | connections | server | load generator | both | machine busy | events/s if {cores} cores did only this |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let names = ["baseline", "durable floor", "`journeyd serve`"];
+    for (connections, measured) in runs {
+        for (name, m) in names.iter().zip(measured) {
+            let events = m.load.requests;
+            let server: u64 = m.server.values().map(|t| t.on_cpu).sum();
+            let per = |t| cpu::micros_per(t, events);
+            let both = per(server) + per(m.load.cpu.on_cpu);
+            println!(
+                "| {name} | {connections} | {:.1} | {:.1} | {both:.1} | {:.0}% | {:.0} |",
+                per(server),
+                per(m.load.cpu.on_cpu),
+                m.busy * 100.0,
+                cores as f64 * 1e6 / both
+            );
+        }
+    }
+    println!();
+    println!(
+        "| connections | `journeyd serve` thread | µs per event | on a CPU, % of the run | waiting for a CPU, % of the run |"
+    );
+    println!("|---|---|---|---|---|");
+    for (connections, [.., daemon]) in runs {
+        for (thread, t) in &daemon.server {
+            if t.on_cpu == 0 {
+                continue;
+            }
+            println!(
+                "| {connections} | {thread} | {:.1} | {:.0}% | {:.0}% |",
+                cpu::micros_per(t.on_cpu, daemon.load.requests),
+                cpu::percent_of(t.on_cpu, duration),
+                cpu::percent_of(t.waiting, duration)
+            );
+        }
+        let lg = &daemon.load.cpu;
+        println!(
+            "| {connections} | (load generator) | {:.1} | {:.0}% | {:.0}% |",
+            cpu::micros_per(lg.on_cpu, daemon.load.requests),
+            cpu::percent_of(lg.on_cpu, duration),
+            cpu::percent_of(lg.waiting, duration)
+        );
+    }
 }
 
 /// Connection `c`'s `n`th point query: one of the first journeys the ingest run wrote.

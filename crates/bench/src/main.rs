@@ -9,6 +9,7 @@
 //! cargo build --release -p journeyd -p bench && target/release/bench http --seconds 5
 //! ```
 
+mod cpu;
 mod http;
 mod writer;
 
