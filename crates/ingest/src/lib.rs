@@ -113,7 +113,12 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// The headers kept with a quarantined body, as a JSON object.
+/// A kept header value longer than this is cut, and says so.
+const KEPT_HEADER_BYTES: usize = 1024;
+
+/// The headers kept with a quarantined body, as a JSON object. A value is kept as text: bytes
+/// that are not UTF-8 become U+FFFD, and a value longer than [`KEPT_HEADER_BYTES`] is cut
+/// there and ends with `… (N bytes)`, so that a header cannot make the entry large.
 fn selected_headers(headers: &HeaderMap) -> String {
     let mut m = serde_json::Map::new();
     for name in [
@@ -125,8 +130,14 @@ fn selected_headers(headers: &HeaderMap) -> String {
         "webhook-id",
         "webhook-timestamp",
     ] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            m.insert(name.to_owned(), serde_json::Value::String(v.to_owned()));
+        if let Some(v) = headers.get(name) {
+            let bytes = v.as_bytes();
+            let mut text =
+                String::from_utf8_lossy(&bytes[..bytes.len().min(KEPT_HEADER_BYTES)]).into_owned();
+            if bytes.len() > KEPT_HEADER_BYTES {
+                text.push_str(&format!("… ({} bytes)", bytes.len()));
+            }
+            m.insert(name.to_owned(), serde_json::Value::String(text));
         }
     }
     serde_json::Value::Object(m).to_string()
@@ -159,6 +170,16 @@ async fn receive_in_span(
     {
         tracing::info!(reason = %refused, "refused");
         return closing(unauthorized(auth, &refused));
+    }
+    // A declared length over the limit is refused before a byte of the body is read, and
+    // before a client that sent `Expect: 100-continue` is told to send it.
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|declared| declared > ingest.max_body as u64)
+    {
+        return closing(too_large(ingest.max_body));
     }
     let bytes = match read_body(body, ingest.max_body, ingest.body_timeout).await {
         Ok(b) => b,
@@ -199,6 +220,15 @@ fn closing(mut response: Response) -> Response {
     response
 }
 
+/// The `413` of a body larger than `max` bytes.
+fn too_large(max: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("the body is larger than {max} bytes"),
+    )
+}
+
 async fn read_body(
     body: Body,
     max: usize,
@@ -218,11 +248,7 @@ async fn read_body(
                 .is_some_and(|s| s.to_string().contains("length limit"))
                 || e.to_string().contains("length limit");
             if over {
-                Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    &format!("the body is larger than {max} bytes"),
-                ))
+                Err(too_large(max))
             } else {
                 Err(error(
                     StatusCode::BAD_REQUEST,

@@ -183,6 +183,78 @@ async fn a_quarantined_body_keeps_the_headers_that_explain_it_and_no_credential(
     store.close();
 }
 
+/// A kept header is text of at most a kibibyte: bytes that are not UTF-8 become U+FFFD, and a
+/// longer value is cut and says how long it was.
+#[tokio::test]
+async fn a_kept_header_is_text_and_at_most_a_kibibyte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let app = app(&store, 1 << 20);
+    let long = "r".repeat(60_000);
+    let request = Request::post("/webhooks/mx")
+        .header(
+            "user-agent",
+            axum::http::HeaderValue::from_bytes(b"caf\xe9/1").expect("obs-text"),
+        )
+        .header("x-request-id", long.as_str())
+        .body(Body::from("{"))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let headers: String = rusqlite::Connection::open(dir.path().join("j.db"))
+        .expect("open")
+        .query_row("SELECT headers FROM quarantine", [], |r| r.get(0))
+        .expect("one quarantined body");
+    let headers: serde_json::Value = serde_json::from_str(&headers).expect("json");
+    assert_eq!(headers["user-agent"], "caf\u{FFFD}/1");
+    assert_eq!(
+        headers["x-request-id"],
+        format!("{}… (60000 bytes)", &long[..1024])
+    );
+    store.close();
+}
+
+/// A body whose declared length is over the limit is refused before it is read: here it never
+/// comes, and waiting for it would end in the body timeout's `408`. One declared at the limit
+/// is waited for.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_the_body_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let app = ingest::router(Arc::new(Ingest {
+        max_body: 100,
+        body_timeout: Duration::from_millis(200),
+        ..ingest_for(&store)
+    }));
+    let never = || {
+        Body::from_stream(futures_util::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >())
+    };
+    let declared = |length: &str| {
+        Request::post("/webhooks/mobile-journeys")
+            .header("content-length", length)
+            .body(never())
+            .expect("request")
+    };
+    let over = app
+        .clone()
+        .oneshot(declared("101"))
+        .await
+        .expect("response");
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(over.headers()["connection"], "close");
+    let at = app
+        .clone()
+        .oneshot(declared("100"))
+        .await
+        .expect("response");
+    assert_eq!(at.status(), StatusCode::REQUEST_TIMEOUT);
+    let stats = store.reader().expect("reader").stats().expect("stats");
+    assert_eq!(stats.deliveries, 0);
+    store.close();
+}
+
 fn rusqlite_lock(path: &std::path::Path) -> Lock {
     let conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("BEGIN IMMEDIATE").expect("lock");

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -90,34 +92,70 @@ impl ReaderPool {
     }
 }
 
-/// A route's path parameters, read as `Path` reads them but refused with the JSON error:
-/// `Path`'s own rejection (a key that is not UTF-8 once percent-decoded, say) is plain text.
+/// A route's path parameters, read as `Path` reads them but refused with the JSON error in
+/// journeyd's own words: `Path`'s rejection is plain text and names the handler's variables.
+/// Every path parameter is a string, so the client's one mistake is a key that is not UTF-8
+/// once percent-decoded; anything else is a route that does not fit its handler, a bug.
 pub(crate) struct Params<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| Params(v))
-            .map_err(|e| ApiError::bad_request(&e.body_text()))
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Params(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Err(ApiError::bad_request(
+                    "a key in the path is not UTF-8 once percent-decoded",
+                ))
+            }
+            Err(e) => Err(ApiError::internal(anyhow::anyhow!(
+                "the path did not fit its handler: {}",
+                e.body_text()
+            ))),
+        }
     }
 }
 
-/// A route's query parameters, read as `Query` reads them but refused with the JSON error, as
-/// [`Params`] does for the path.
+/// A route's query parameters, refused with the JSON error in journeyd's own words. A value
+/// that is not UTF-8 once percent-decoded is refused, not read with replacement characters
+/// (which would turn a cursor into another one), and so is a parameter given twice.
 pub(crate) struct QueryParams<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| QueryParams(v))
-            .map_err(|e| ApiError::bad_request(&e.body_text()))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        check_query(query).map_err(|m| ApiError::bad_request(&m))?;
+        serde_urlencoded::from_str(query)
+            .map(QueryParams)
+            .map_err(|e| ApiError::bad_request(&e.to_string()))
     }
+}
+
+/// Refuses a query string with a name or value that is not UTF-8 once percent-decoded (`+`
+/// being a space), or with a name given twice.
+fn check_query(query: &str) -> Result<(), String> {
+    let decode = |part: &str| -> Result<String, String> {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| format!("`{part}` in the query is not UTF-8 once percent-decoded"))
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name)?;
+        decode(value)?;
+        if !seen.insert(name.clone()) {
+            return Err(format!("the query gives `{name}` more than once"));
+        }
+    }
+    Ok(())
 }
 
 /// The answer to a path no route matches: the JSON error, as everywhere else, with its own
@@ -200,7 +238,7 @@ pub(crate) struct Api {
 /// A point read of an unprojected key folds at most this many events on the HTTP worker
 /// (about a millisecond). A key with more waits for the projector, as every key did before
 /// decision 0013.
-const READ_THROUGH_MAX_EVENTS: usize = 256;
+pub(crate) const READ_THROUGH_MAX_EVENTS: usize = 256;
 
 /// The read routes. `/v1/...` is behind the API token when one is set; health, metrics and
 /// the OpenAPI document are not.
@@ -246,11 +284,12 @@ async fn snapshot(
     // Read through when the key has acknowledged events its snapshot lacks, or when no
     // projector is folding them: its thread ended, or its last round failed (decision 0013).
     let alive = api.projector_alive.load(Ordering::SeqCst);
-    let mut foldable = true;
+    // `Some(folds_any)` once a read through found the key too large to fold.
+    let mut too_large = None;
     if !alive || api.unprojected.contains(projection, &key) {
         match read_through(api, projection, &key, what).await? {
-            Some(answer) => return Ok(answer),
-            None => foldable = false,
+            ReadThrough::Answer(answer) => return Ok(answer),
+            ReadThrough::TooLarge { folds_any } => too_large = Some(folds_any),
         }
     }
     let miss = match api.cache.get(projection, key) {
@@ -268,8 +307,11 @@ async fn snapshot(
         // Another process's rebuild swapped in a table older than what reads have shown:
         // neither answer from it nor cache it. (A key too large to fold is answered from it,
         // uncached: decision 0013's one exception.)
-        if foldable && let Some(answer) = read_through(api, projection, &miss.key, what).await? {
-            return Ok(answer);
+        if too_large.is_none() {
+            match read_through(api, projection, &miss.key, what).await? {
+                ReadThrough::Answer(answer) => return Ok(answer),
+                ReadThrough::TooLarge { folds_any } => too_large = Some(folds_any),
+            }
         }
         api.metrics.read_cache(false);
     } else if let Some(doc) = doc {
@@ -281,19 +323,32 @@ async fn snapshot(
     }
     match doc {
         Some(doc) => Ok(json_bytes(doc)),
+        // The log holds more of the key's events than a read folds, and the projector has not
+        // written the key yet: it exists, so not a 404, and it will show shortly.
+        None if too_large == Some(true) => Err(ApiError::unavailable(&format!(
+            "{what} {} has more events than a read folds and is not projected yet; retry",
+            miss.key
+        ))),
         None => Err(ApiError::not_found(&format!("{what} {}", miss.key))),
     }
 }
 
-/// Folds `key`'s events from the log and answers with the document (or 404), as the projector
-/// will write it; `None` when the key has more events than a read folds (the caller answers
-/// from the snapshot).
+/// What a read through the log gave.
+enum ReadThrough {
+    /// The document, as the projector will write it, or the 404.
+    Answer(Response),
+    /// The key has more events than a read folds: the caller answers from the snapshot.
+    /// `folds_any` as in [`projector::Current::TooLarge`].
+    TooLarge { folds_any: bool },
+}
+
+/// Folds `key`'s events from the log, as the projector will (decision 0013).
 async fn read_through(
     api: &Arc<Api>,
     projection: Projection,
     key: &str,
     what: &'static str,
-) -> Result<Option<Response>, ApiError> {
+) -> Result<ReadThrough, ApiError> {
     let (a, k) = (Arc::clone(api), key.to_owned());
     // Up to READ_THROUGH_MAX_EVENTS rows: the blocking pool, not the worker (decision 0008).
     let current = api
@@ -313,14 +368,13 @@ async fn read_through(
         projector::Current::Row(row) => {
             api.metrics.read_through();
             let doc = document(&store::Snapshot::from(row)).map_err(ApiError::internal)?;
-            Ok(Some(json_bytes(doc)))
+            Ok(ReadThrough::Answer(json_bytes(doc)))
         }
         projector::Current::Absent => {
             api.metrics.read_through();
             Err(ApiError::not_found(&format!("{what} {key}")))
         }
-        // Left to the projector: the caller reads the snapshot.
-        projector::Current::TooLarge => Ok(None),
+        projector::Current::TooLarge { folds_any } => Ok(ReadThrough::TooLarge { folds_any }),
     }
 }
 
@@ -394,14 +448,14 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 /// A `limit`: 1 to 9 digits, not starting with 0 (`openapi::schema` publishes the same
 /// pattern), or empty for none. Above [`MAX_LIMIT`] it is taken as [`MAX_LIMIT`].
 fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    number(d, "a count of at least 1", |s| {
+    number(d, "a count: 1 to 9 digits, not starting with 0", |s| {
         (1..=9).contains(&s.len()) && !s.starts_with('0')
     })
 }
 
 /// A seq: an optional `-` and 1 to 18 digits (the published pattern), or empty for none.
 fn seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    number(d, "a seq", |s| {
+    number(d, "a seq: 1 to 18 digits, after an optional `-`", |s| {
         let digits = s.strip_prefix('-').unwrap_or(s);
         (1..=18).contains(&digits.len())
     })

@@ -44,6 +44,21 @@ const WEBHOOK_RESPONSES: &[(u16, &str, Option<&str>)] = &[
     ),
 ];
 
+/// A point read's `400`.
+const PATH_NOT_UTF8: (u16, &str, Option<&str>) = (
+    400,
+    "A path segment that is not UTF-8 once percent-decoded",
+    ERR,
+);
+
+/// A point read's `503`: the key is in the log, too large to fold for a read (decision 0013),
+/// and not projected yet.
+const NOT_PROJECTED_YET: (u16, &str, Option<&str>) = (
+    503,
+    "The key has more events than a read folds and the projector has not written it yet (Retry-After)",
+    ERR,
+);
+
 /// Every route of the daemon.
 pub(crate) const OPERATIONS: &[Operation] = &[
     Operation {
@@ -95,12 +110,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         params: &[("id", "path", "The journey's correlationId")],
         responses: &[
             (200, "The snapshot", DOC),
-            (
-                400,
-                "A path segment that is not UTF-8 once percent-decoded",
-                ERR,
-            ),
+            PATH_NOT_UTF8,
             (404, "Unknown journey", ERR),
+            NOT_PROJECTED_YET,
         ],
     },
     Operation {
@@ -133,12 +145,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         params: &[("guid", "path", "The member_guid")],
         responses: &[
             (200, "The snapshot", DOC),
-            (
-                400,
-                "A path segment that is not UTF-8 once percent-decoded",
-                ERR,
-            ),
+            PATH_NOT_UTF8,
             (404, "Unknown member", ERR),
+            NOT_PROJECTED_YET,
         ],
     },
     Operation {
@@ -148,12 +157,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         params: &[("guid", "path", "The user_guid")],
         responses: &[
             (200, "The snapshot", DOC),
-            (
-                400,
-                "A path segment that is not UTF-8 once percent-decoded",
-                ERR,
-            ),
+            PATH_NOT_UTF8,
             (404, "Unknown user", ERR),
+            NOT_PROJECTED_YET,
         ],
     },
     Operation {
@@ -170,12 +176,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         ],
         responses: &[
             (200, "The snapshot", DOC),
-            (
-                400,
-                "A path segment that is not UTF-8 once percent-decoded",
-                ERR,
-            ),
+            PATH_NOT_UTF8,
             (404, "Unknown resource", ERR),
+            NOT_PROJECTED_YET,
         ],
     },
     Operation {

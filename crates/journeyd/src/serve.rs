@@ -1237,6 +1237,92 @@ mod tests {
         store.close();
     }
 
+    /// Query strings and path keys are read in journeyd's words, never the framework's, and
+    /// never with replacement characters: a value that is not UTF-8 once percent-decoded is a
+    /// 400 (a cursor read as `\u{FFFD}` would be another cursor), and so is a parameter given
+    /// twice. A value that is UTF-8 once decoded is read as such.
+    #[tokio::test]
+    async fn query_values_not_utf8_or_given_twice_are_a_400_in_journeyds_words() {
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
+        post_sessions(&app, &[("J\u{e9}", "S1")]).await;
+        runner(&store).catch_up().expect("project");
+        for uri in [
+            "/v1/journeys?after=%FF%FE",
+            "/v1/journeys?journey_id=%FF",
+            "/v1/journeys?customer_reference=%C3",
+            "/v1/journeys?%FF=1",
+            "/v1/events?limit=%FF",
+            "/v1/journeys?limit=1&limit=2",
+            "/v1/events?after=1&after=1",
+            "/v1/journeys/J1/events?limit=1&limit=1",
+            "/v1/journeys/%FF",
+            "/v1/members/%C3%28",
+            "/v1/resources/goal/%FF%FE",
+            "/v1/events?limit=1000000000",
+        ] {
+            let (status, text) = call(&app, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+            let error: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(error["error"]["code"], "bad_request", "{uri}");
+            let message = error["error"]["message"].as_str().expect("message");
+            for framework in ["Failed to", "Invalid URL", "`id`", "`guid`", "\u{FFFD}"] {
+                assert!(!message.contains(framework), "{uri}: {message}");
+            }
+        }
+        // The same characters, UTF-8 once decoded, are read as such.
+        let (status, text) = call(&app, Method::GET, "/v1/journeys/J%C3%A9", "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let (status, text) = call(&app, Method::GET, "/v1/journeys?after=J%C3%A9", "").await;
+        assert_eq!(
+            (status, text.as_str()),
+            (StatusCode::OK, r#"{"items":[],"next":null}"#)
+        );
+        let (status, text) = call(&app, Method::GET, "/v1/journeys?after=J", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("J\u{e9}"), "{text}");
+        store.close();
+    }
+
+    /// A key with more events than a read folds waits for the projector (decision 0013); until
+    /// the projector writes it, it is there all the same: `503` with `Retry-After`, not `404`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_too_large_to_read_through_is_unavailable_until_projected_not_unknown() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        let events = crate::api::READ_THROUGH_MAX_EVENTS + 1;
+        let sessions: Vec<String> = (0..events)
+            .map(|n| session("J-BIG", &format!("S{n}")))
+            .collect();
+        let body = format!("[{}]", sessions.join(","));
+        let posted = call(&app, Method::POST, "/webhooks/mobile-journeys", &body).await;
+        assert_eq!(posted.0, StatusCode::NO_CONTENT, "{}", posted.1);
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/v1/journeys/J-BIG")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        let (status, text) = call(&app, Method::GET, "/v1/journeys/J-NONE", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        project(&mut runner(&store), &api);
+        let (status, text) = call(&app, Method::GET, "/v1/journeys/J-BIG", "").await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(doc["state"]["event_count"], events);
+        store.close();
+    }
+
     /// A `/v1/stream` request; its body, as far as it goes within `wait` (a live stream goes
     /// on), and whether it ended.
     async fn stream(

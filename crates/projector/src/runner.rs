@@ -314,7 +314,12 @@ pub enum Current {
     /// No event in the log folds into the key.
     Absent,
     /// The key has more than the asked-for number of events: left to the projector.
-    TooLarge,
+    TooLarge {
+        /// Whether one of the events read (the key's first, by `seq`) is of a kind this
+        /// projection folds, so that the key will have a snapshot once projected. (A key
+        /// named only by events of other kinds, such as a member's transactions, has none.)
+        folds_any: bool,
+    },
 }
 
 /// Folds `key`'s events from the log, in one read, if it has at most `max_events` of them.
@@ -342,7 +347,10 @@ fn current_of<M: Model>(
     let stream = StreamKey::of(M::PROJECTION, key);
     let records = reader.events_by_key(stream, 0, max_events.saturating_add(1))?;
     if records.len() > max_events {
-        return Ok(Current::TooLarge);
+        let folds_any = records
+            .iter()
+            .any(|r| r.kind.parse::<Kind>().is_ok_and(M::accepts));
+        return Ok(Current::TooLarge { folds_any });
     }
     let mut fold = Fold::<M::State>::default();
     for record in &records {

@@ -859,7 +859,7 @@ proptest! {
             match current {
                 projector::Current::Row(row) => prop_assert_eq!(Some(Snapshot::from(row)), stored),
                 projector::Current::Absent => prop_assert_eq!(None, stored),
-                projector::Current::TooLarge => prop_assert!(false, "no bound was set"),
+                projector::Current::TooLarge { .. } => prop_assert!(false, "no bound was set"),
             }
         }
     }
@@ -873,6 +873,34 @@ fn a_read_through_leaves_a_key_with_more_events_than_asked_to_the_projector() {
     let reader = Reader::open(&a.path).expect("reader");
     let config = Config::default();
     let read = |max| projector::current(&reader, Projection::Journeys, "J0", &config, max);
-    assert_eq!(read(2).expect("read"), projector::Current::TooLarge);
+    assert_eq!(
+        read(2).expect("read"),
+        projector::Current::TooLarge { folds_any: true }
+    );
     assert!(matches!(read(3).expect("read"), projector::Current::Row(r) if r.event_count == 3));
+}
+
+/// A key named only by events the projection does not fold (a member's accounts, say) is not
+/// one that will have a snapshot, however many of them there are.
+#[test]
+fn a_key_too_large_to_read_through_says_whether_the_projection_folds_any_of_it() {
+    let a = db();
+    let account = |n: usize| {
+        let body = format!(
+            r#"{{"action":"updated","account":{{"guid":"ACT-{n}","member_guid":"MBR-1","user_guid":"USR-1","revision":1}}}}"#
+        );
+        parse_delivery(Source::Mx, body.as_bytes()).expect("parsed")
+    };
+    a.append((0..3).flat_map(account).collect());
+    let reader = Reader::open(&a.path).expect("reader");
+    let config = Config::default();
+    let read = |p, key| projector::current(&reader, p, key, &config, 2).expect("read");
+    assert_eq!(
+        read(Projection::Members, "MBR-1"),
+        projector::Current::TooLarge { folds_any: false }
+    );
+    assert_eq!(
+        read(Projection::Users, "USR-1"),
+        projector::Current::TooLarge { folds_any: true }
+    );
 }
