@@ -170,7 +170,7 @@ struct StateJson<'a> {
     last_occurred_at: Option<String>,
     sessions: &'a SortedSet<String>,
     payments: Vec<PaymentJson<'a>>,
-    amount_authorised: BTreeMap<&'a str, String>,
+    amount_authorised: BTreeMap<&'a str, Option<String>>,
     documents: Vec<DocumentJson<'a>>,
     stages: Vec<StageJson<'a>>,
     session_data: Option<Box<RawValue>>,
@@ -229,6 +229,14 @@ pub struct Rendered {
     pub last_activity: Option<Millis>,
 }
 
+/// `a + b` with the larger scale of the two, or `None` when it does not fit a 96-bit decimal:
+/// past about 7.9 × 10^28, `rust_decimal` fails, and past 28 significant digits it rounds
+/// (which shows as a smaller scale).
+fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let sum = a.checked_add(b)?;
+    (sum.scale() >= a.scale().max(b.scale())).then_some(sum)
+}
+
 /// Renders the `state` document: compact, keys in a fixed order.
 pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<String>) -> Rendered {
     let status = status(j, completing);
@@ -238,16 +246,16 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
         .filter_map(|(id, p)| p.get().map(|p| (id, p)))
         .collect();
     payments.sort_by(|a, b| (a.1.transaction_time, a.0).cmp(&(b.1.transaction_time, b.0)));
-    let mut amount_authorised: BTreeMap<&str, Decimal> = BTreeMap::new();
+    // Every currency with an authorised payment has its key. Its sum is exact or unknown
+    // (`null`): one authorised amount that is missing, not a number, or too large or precise to
+    // sum exactly makes it unknown, rather than a total that leaves the amount out.
+    let mut amount_authorised: BTreeMap<&str, Option<Decimal>> = BTreeMap::new();
     for (_, p) in &payments {
         if let (Some(true), Some(currency)) = (p.authorised, p.currency.as_deref()) {
-            // Every currency with an authorised payment has its key; an amount that is not a
-            // decimal that fits adds nothing (projections.md).
-            let sum = amount_authorised.entry(currency).or_default();
-            if let Some(value) = p.value {
-                // Overflow past 28 digits cannot come from real payments; keep the sum it had.
-                *sum = sum.checked_add(value).unwrap_or(*sum);
-            }
+            let sum = amount_authorised
+                .entry(currency)
+                .or_insert(Some(Decimal::ZERO));
+            *sum = sum.zip(p.value).and_then(|(s, v)| exact_sum(s, v));
         }
     }
     let mut stages: Vec<(&String, &Reached)> = j.stages.iter().collect();
@@ -280,7 +288,7 @@ pub fn render(key: &str, j: &Journey, event_count: i64, completing: &BTreeSet<St
             .collect(),
         amount_authorised: amount_authorised
             .into_iter()
-            .map(|(c, d)| (c, d.to_string()))
+            .map(|(c, d)| (c, d.map(|d| d.to_string())))
             .collect(),
         documents: j
             .documents

@@ -76,7 +76,9 @@ impl Model for Journeys {
     const PROJECTION: Projection = Projection::Journeys;
     /// 2: a payment's `amount` is the text it was sent with (1 showed a summed decimal's text,
     /// `1E-2` as `0.01`), and every currency with an authorised payment has its key.
-    const VERSION: i64 = 2;
+    /// 3: a currency's `amount_authorised` is `null` when one of its authorised amounts cannot
+    /// be summed exactly (2 left the amount out of the sum).
+    const VERSION: i64 = 3;
     type State = journey::Journey;
 
     fn accepts(kind: Kind) -> bool {

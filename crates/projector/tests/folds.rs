@@ -211,7 +211,7 @@ fn authorised_amounts_sum_exactly_per_currency_keeping_the_largest_scale() {
 /// authorised payment whose amount is no decimal that fits (too large, too many places, not a
 /// number) still gives its currency a key, and adds nothing to it.
 #[test]
-fn amounts_keep_their_text_and_only_what_fits_is_summed() {
+fn amounts_keep_their_text_and_a_sum_is_exact_or_null() {
     let raw = |amount: &str, tid: &str, at: &str| {
         let (src, body) = payment("J", at, tid, json!(true), json!(0));
         (
@@ -247,10 +247,42 @@ fn amounts_keep_their_text_and_only_what_fits_is_summed() {
         .collect();
     let expected: Vec<&str> = sent.iter().map(|(_, shown)| *shown).collect();
     assert_eq!(shown, expected, "the text as sent");
-    // 0.01 + 1000 + 7 + 0 + 0.00; the rest adds nothing.
+    // The last three cannot be summed exactly, so the sum is unknown, not a total without them.
+    assert_eq!(s["amount_authorised"], json!({"GBP": null}));
+    // 0.01 + 1000 + 7 + 0 + 0.00
+    let summable: Vec<_> = deliveries[..5].to_vec();
+    let s = state::<Journeys>(&summable, "J");
     assert_eq!(s["amount_authorised"], json!({"GBP": "1007.01"}));
-    let only_unsummable = state::<Journeys>(&[raw(r#""five""#, "A", "10:00")], "J");
-    assert_eq!(only_unsummable["amount_authorised"], json!({"GBP": "0"}));
+    for amount in [
+        r#""five""#,
+        "null",
+        "123456789012345678901234567890.1",
+        r#""0.000000000000000000000000000001""#,
+    ] {
+        let alone = state::<Journeys>(&[raw(amount, "A", "10:00")], "J");
+        assert_eq!(alone["amount_authorised"], json!({"GBP": null}), "{amount}");
+    }
+    // Each term fits, the exact sum does not (it would be rounded to 5E+28).
+    let rounded = state::<Journeys>(
+        &[
+            raw("50000000000000000000000000000", "A", "10:00"),
+            raw("0.1", "B", "10:01"),
+        ],
+        "J",
+    );
+    assert_eq!(rounded["amount_authorised"], json!({"GBP": null}));
+    // One unknown currency leaves the others exact.
+    let (src, euro) = payment("J", "10:05", "E", json!(true), json!(0));
+    let euro = (
+        src,
+        euro.replace("GBP", "EUR")
+            .replace(r#""amount":0"#, r#""amount":2.50"#),
+    );
+    let mixed = state::<Journeys>(&[raw(r#""five""#, "A", "10:00"), euro], "J");
+    assert_eq!(
+        mixed["amount_authorised"],
+        json!({"EUR": "2.50", "GBP": null})
+    );
 }
 
 #[test]
