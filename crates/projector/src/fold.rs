@@ -340,6 +340,14 @@ pub fn decimal(v: Option<&Value<'_>>) -> Option<Decimal> {
     }
 }
 
+/// `a + b` with the larger scale of the two, or `None` when it does not fit a 96-bit decimal:
+/// past about 7.9 × 10^28 `rust_decimal` fails, and past 28 significant digits it rounds
+/// (which shows as a smaller scale). A sum is exact or unknown, never rounded.
+pub fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let sum = a.checked_add(b)?;
+    (sum.scale() >= a.scale().max(b.scale())).then_some(sum)
+}
+
 /// The strings of an array field, skipping anything else.
 pub fn strings<'v>(v: Option<&'v Value<'_>>) -> impl Iterator<Item = String> + 'v {
     let elements: &[events::json::Element<'_>] = match v {

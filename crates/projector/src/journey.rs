@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::fold::{
-    Apply, Input, Lww, SortedMap, SortedSet, Stamp, boolean, canonical, decimal, get, keep_max,
-    keep_min, strings, text,
+    Apply, Input, Lww, SortedMap, SortedSet, Stamp, boolean, canonical, decimal, exact_sum, get,
+    keep_max, keep_min, strings, text,
 };
 use crate::render::{raw, time};
 
@@ -227,14 +227,6 @@ pub struct Rendered {
     pub customer_reference: Option<String>,
     /// `last_occurred_at`.
     pub last_activity: Option<Millis>,
-}
-
-/// `a + b` with the larger scale of the two, or `None` when it does not fit a 96-bit decimal:
-/// past about 7.9 × 10^28, `rust_decimal` fails, and past 28 significant digits it rounds
-/// (which shows as a smaller scale).
-fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let sum = a.checked_add(b)?;
-    (sum.scale() >= a.scale().max(b.scale())).then_some(sum)
 }
 
 /// Renders the `state` document: compact, keys in a fixed order.

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 
-use crate::fold::{Apply, Input, Lww, Stamp, canonical_or_null, decimal, keep_max, text};
+use crate::fold::{
+    Apply, Input, Lww, Stamp, canonical_or_null, decimal, exact_sum, keep_max, text,
+};
 use crate::render::{raw, time};
 
 /// Member state built from order-free parts.
@@ -30,7 +32,8 @@ pub struct Member {
 struct Aggregation {
     count: u64,
     last_completed_at: Option<Millis>,
-    sums: BTreeMap<String, Decimal>,
+    /// Each `*_count` field's exact sum, or `None` (unknown) once a term could not be summed.
+    sums: BTreeMap<String, Option<Decimal>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,11 +78,14 @@ impl Apply for Member {
                         else {
                             continue;
                         };
-                        let Some(n) = decimal(Some(value)) else {
-                            continue;
-                        };
-                        let sum = agg.sums.entry(base.to_owned()).or_default();
-                        *sum = sum.checked_add(n).unwrap_or(*sum);
+                        if matches!(value, events::json::Value::Null) {
+                            continue; // no count sent
+                        }
+                        let sum = agg
+                            .sums
+                            .entry(base.to_owned())
+                            .or_insert(Some(Decimal::ZERO));
+                        *sum = sum.zip(count(value)).and_then(|(s, n)| exact_sum(s, n));
                     }
                 }
             }
@@ -120,6 +126,14 @@ impl Apply for Member {
     }
 }
 
+/// A count: a number, or a numeric string, that is not negative and that a 96-bit decimal holds
+/// exactly. Anything else makes its sum unknown. With terms that are never negative, a partial
+/// sum never needs more digits than the whole, so whether a sum is unknown does not depend on
+/// the order the events are folded in: it is exactly when the sum of them all does not fit.
+fn count(value: &events::json::Value<'_>) -> Option<Decimal> {
+    decimal(Some(value)).filter(|n| *n >= Decimal::ZERO)
+}
+
 impl Serialize for Aggregation {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2 + self.sums.len()))?;
@@ -127,7 +141,7 @@ impl Serialize for Aggregation {
         m.serialize_entry("last_completed_at", &time(self.last_completed_at))?;
         for (name, sum) in &self.sums {
             // An exact sum, shown as a JSON number with the largest scale of its terms.
-            m.serialize_entry(name, &raw(&sum.to_string()))?;
+            m.serialize_entry(name, &sum.map(|s| raw(&s.to_string())))?;
         }
         m.end()
     }

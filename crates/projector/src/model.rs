@@ -130,7 +130,10 @@ pub enum Members {}
 
 impl Model for Members {
     const PROJECTION: Projection = Projection::Members;
-    const VERSION: i64 = 1;
+    /// 2: a `*_count` sum is `null` when a term is negative, not a number, or past what a
+    /// 96-bit decimal holds exactly (1 skipped such terms, or kept the sum it had, which made
+    /// the result depend on the order of the events).
+    const VERSION: i64 = 2;
     type State = member::Member;
 
     fn accepts(kind: Kind) -> bool {

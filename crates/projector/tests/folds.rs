@@ -497,6 +497,55 @@ fn member_aggregations_count_and_sum_distinct_events_per_type() {
     );
 }
 
+/// A member-data event of type `AGGREGATION` at `completed_at` whose `a_count` is `count`'s
+/// text as sent (a JSON number, or a string with its quotes).
+fn counted(completed_at: i64, count: &str) -> (Source, String) {
+    let (src, body) = member_data("AGGREGATION", completed_at, json!({"a_count": "@"}));
+    (src, body.replace(r#""@""#, count))
+}
+
+#[test]
+fn a_member_count_sum_is_exact_or_null() {
+    let sum = |counts: &[&str]| {
+        let events: Vec<_> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| counted(100 + i as i64, c))
+            .collect();
+        state::<Members>(&events, "MBR-1")["aggregations"]["AGGREGATION"]["a"].clone()
+    };
+    assert_eq!(sum(&["2", r#""3.50""#, "0"]), json!(5.50));
+    assert_eq!(sum(&["2", "null"]), json!(2), "null is no count");
+    for bad in [
+        "-1",
+        r#""five""#,
+        "true",
+        "1e40",
+        r#""100000000000000000000000000000""#,
+        "0.00000000000000000000000000001",
+    ] {
+        assert_eq!(sum(&["2", bad]), Value::Null, "{bad}");
+    }
+    // Each term fits; their exact sum does not.
+    assert_eq!(sum(&["50000000000000000000000000000", "0.1"]), Value::Null);
+}
+
+proptest! {
+    /// Sums whose terms are near the edge of what fits (or past it) do not depend on the
+    /// order either: the sum is unknown exactly when the set's sum does not fit.
+    #[test]
+    fn member_count_sums_at_the_edge_do_not_depend_on_order(
+        counts in prop::collection::vec(prop::sample::select(vec![
+            "1", "0.1", "0.0000000000000000000000000001", "50000000000000000000000000000",
+            "30000000000000000000000000000", "-1", "null", "\"five\"", "7",
+        ]), 1..6),
+        perm in prop::collection::vec(0usize..64, 0..12),
+    ) {
+        let events: Vec<_> = counts.iter().enumerate().map(|(i, c)| counted(100 + i as i64, c)).collect();
+        assert_order_free::<Members>(events, perm, vec![], |_| {})?;
+    }
+}
+
 #[test]
 fn the_latest_job_by_updated_at_wins_and_jobs_are_counted_by_guid() {
     let older = job("JOB-1", 100, "CHALLENGED");
