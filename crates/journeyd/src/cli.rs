@@ -238,8 +238,8 @@ pub(crate) struct ServeArgs {
     pub(crate) max_connections: u32,
 
     /// Requests that may wait for the writer; past this, webhooks get 503 with Retry-After.
-    #[arg(long, env = "JOURNEYD_QUEUE", default_value_t = 1024, value_name = "N")]
-    pub(crate) queue: usize,
+    #[arg(long, env = "JOURNEYD_QUEUE", default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) queue: u32,
 
     /// Threads serving HTTP. Default: one less than the CPUs (at least one), because the writer
     /// and the projector each run on a thread of their own and must keep up under load.
@@ -412,5 +412,25 @@ mod tests {
         assert!(parsed("journeyd=debug,store=info").is_ok());
         let bad = parsed("journeyd=loud").expect_err("refused");
         assert_eq!(bad.exit_code(), 2);
+    }
+
+    /// A count or a duration of `serve` that must be at least 1 refuses 0 as bad usage, rather
+    /// than starting a daemon that cannot work as documented.
+    #[test]
+    fn serve_counts_and_timeouts_refuse_zero() {
+        for flag in [
+            "--queue",
+            "--workers",
+            "--max-streams",
+            "--max-connections",
+            "--body-timeout",
+            "--header-timeout",
+            "--write-timeout",
+        ] {
+            let parsed = |n: &str| Cli::try_parse_from(["journeyd", "serve", flag, n]);
+            assert!(parsed("1").is_ok(), "{flag} 1");
+            let zero = parsed("0").expect_err(flag);
+            assert_eq!(zero.exit_code(), 2, "{flag}");
+        }
     }
 }

@@ -319,7 +319,7 @@ pub(crate) fn run(
         db,
         Options {
             synchronous,
-            queue_capacity: args.queue.max(1),
+            queue_capacity: args.queue as usize,
             on_commit: Some(hook),
             ..Options::default()
         },

@@ -314,6 +314,7 @@ impl Reader {
         let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
             return Err(fail("the path names no file".into()));
         };
+        clear_partials(dir, name);
         let mut partial = std::ffi::OsString::from(".");
         partial.push(name);
         partial.push(format!(".partial-{}", std::process::id()));
@@ -437,4 +438,50 @@ impl Reader {
 
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Removes the partial copies of a backup to `name` in `dir` (`.NAME.partial-PID` and its
+/// `-journal`) that backups killed part-way left, once the process that wrote them has ended
+/// (which `/proc` tells, on Linux). One whose process still runs is another backup at work, and
+/// one whose process cannot be told (no `/proc`) is reported and left. This backup's own name
+/// is the caller's to check.
+fn clear_partials(dir: &Path, name: &std::ffi::OsStr) {
+    let Some(name) = name.to_str() else { return };
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc_tells = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(pid) = rest.strip_suffix("-journal").unwrap_or(rest).parse::<u32>() else {
+            continue;
+        };
+        let path = entry.path();
+        if pid == std::process::id() || (proc_tells && Path::new(&format!("/proc/{pid}")).exists())
+        {
+            continue;
+        }
+        if !proc_tells {
+            tracing::warn!(
+                path = %path.display(),
+                "another backup's partial copy is beside the destination; remove it if no backup is running"
+            );
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                "removed a partial copy left by a backup that was killed part-way"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot remove a partial copy left by a backup that was killed part-way"
+            ),
+        }
+    }
 }

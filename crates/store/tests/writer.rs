@@ -793,5 +793,29 @@ fn a_backup_during_appends_is_the_database_as_of_one_commit() {
         b"an interrupted copy"
     );
     assert!(!other.exists());
+    // Those a killed backup left (its process has ended: no pid reaches 2^31) are removed, with
+    // their journal; one of a process that still runs (pid 1) is another backup's, and stays.
+    let killed = [
+        ".other.db.partial-2147483647",
+        ".other.db.partial-2147483647-journal",
+    ]
+    .map(|name| db.path.with_file_name(name));
+    let running = db.path.with_file_name(".other.db.partial-1");
+    for path in killed.iter().chain([&running]) {
+        std::fs::write(path, b"a partial copy").expect("write");
+    }
+    std::fs::remove_file(&in_the_way).expect("remove");
+    store
+        .reader()
+        .expect("reader")
+        .backup_into(&other)
+        .expect("backup");
+    assert!(other.exists());
+    if std::path::Path::new("/proc/self").exists() {
+        for path in &killed {
+            assert!(!path.exists(), "{} removed", path.display());
+        }
+    }
+    assert!(running.exists(), "a running backup's copy stays");
     store.close();
 }
