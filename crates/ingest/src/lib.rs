@@ -344,12 +344,12 @@ async fn store_body(
     }) {
         Ok(()) => {}
         Err(store::Error::QueueFull) => {
-            ingest.metrics.rejected(source, "queue_full");
+            ingest.metrics.rejected(source, metrics::QUEUE_FULL);
             return unavailable("the store is busy; retry");
         }
         Err(e) => {
             tracing::error!(error = %e, "append refused");
-            ingest.metrics.rejected(source, "store_error");
+            ingest.metrics.rejected(source, metrics::STORE_ERROR);
             return unavailable("the store cannot take the request; retry");
         }
     }
@@ -372,11 +372,11 @@ async fn store_body(
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "append failed; nothing acknowledged");
-            ingest.metrics.rejected(source, "store_error");
+            ingest.metrics.rejected(source, metrics::STORE_ERROR);
             unavailable("the store failed to take the request; retry")
         }
         Err(_) => {
-            ingest.metrics.rejected(source, "store_error");
+            ingest.metrics.rejected(source, metrics::STORE_ERROR);
             unavailable("the store is shutting down; retry")
         }
     }

@@ -32,9 +32,33 @@ pub struct IngestMetrics {
     rejected: Family<RejectLabels, Counter>,
 }
 
+/// Why a webhook was answered 503.
+pub(crate) const QUEUE_FULL: &str = "queue_full";
+pub(crate) const STORE_ERROR: &str = "store_error";
+
 impl IngestMetrics {
-    /// Adds the counters to `registry`.
+    /// Adds the counters to `registry`, each series of a known source, outcome and reason at
+    /// zero: a series that first appears at its first increase hides that increase from
+    /// Prometheus' `increase()`, and so from the alerts docs/operations.md suggests.
     pub fn register(&self, registry: &mut Registry) {
+        for source in [Source::Mx, Source::MobileJourneys] {
+            let source = source.as_str().to_owned();
+            for outcome in ["new", "duplicate"] {
+                self.events.get_or_create(&EventLabels {
+                    source: source.clone(),
+                    outcome: outcome.to_owned(),
+                });
+            }
+            self.quarantined.get_or_create(&SourceLabels {
+                source: source.clone(),
+            });
+            for reason in [QUEUE_FULL, STORE_ERROR] {
+                self.rejected.get_or_create(&RejectLabels {
+                    source: source.clone(),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
         registry.register(
             "journeyd_events",
             "Events received by webhook, by source and outcome (new or duplicate)",
@@ -80,5 +104,34 @@ impl IngestMetrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_series_is_exposed_at_zero_before_anything_happens() {
+        let metrics = IngestMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for source in ["mx", "mobile-journeys"] {
+            for line in [
+                format!(r#"journeyd_events_total{{source="{source}",outcome="new"}} 0"#),
+                format!(r#"journeyd_events_total{{source="{source}",outcome="duplicate"}} 0"#),
+                format!(r#"journeyd_quarantined_bodies_total{{source="{source}"}} 0"#),
+                format!(
+                    r#"journeyd_webhooks_unavailable_total{{source="{source}",reason="queue_full"}} 0"#
+                ),
+                format!(
+                    r#"journeyd_webhooks_unavailable_total{{source="{source}",reason="store_error"}} 0"#
+                ),
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            }
+        }
     }
 }
