@@ -1078,6 +1078,62 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     );
 }
 
+/// Runs `serve ARGS` to its end, which must come within 30 s; the exit code and stderr.
+fn serve_to_its_end(j: &Journeyd, args: &[&str]) -> (Option<i32>, String) {
+    let mut args = args.to_vec();
+    args.insert(0, "serve");
+    let mut child = j
+        .command(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("ends");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `serve` refuses what it cannot use before it starts anything: another program's database
+/// gets no lock file beside it, and an address in use is refused before the database is even
+/// made, without the shutdown lines of a daemon that ran.
+#[test]
+fn serve_refuses_a_foreign_database_and_a_taken_address_before_starting_anything() {
+    let j = journeyd();
+    j.sql()
+        .execute_batch("CREATE TABLE t (x)")
+        .expect("another program's database");
+    let (code, stderr) = serve_to_its_end(&j, &["--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is not a journeyd database"), "{stderr}");
+    let lock = format!("{}.lock", j.db().display());
+    assert!(
+        !std::path::Path::new(&lock).exists(),
+        "no lock file: {lock}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let k = journeyd();
+    let (code, stderr) = serve_to_its_end(&k, &["--listen", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    for line in ["requests drained", "stopped"] {
+        assert!(!stderr.contains(line), "{line}: {stderr}");
+    }
+    assert!(!k.db().exists(), "the database is not made");
+}
+
 #[test]
 fn metrics_count_what_came_in_and_what_the_projector_holds() {
     let j = journeyd();

@@ -44,16 +44,16 @@ impl IngestMetrics {
         for source in [Source::Mx, Source::MobileJourneys] {
             let source = source.as_str().to_owned();
             for outcome in ["new", "duplicate"] {
-                self.events.get_or_create(&EventLabels {
+                let _ = self.events.get_or_create(&EventLabels {
                     source: source.clone(),
                     outcome: outcome.to_owned(),
                 });
             }
-            self.quarantined.get_or_create(&SourceLabels {
+            let _ = self.quarantined.get_or_create(&SourceLabels {
                 source: source.clone(),
             });
             for reason in [QUEUE_FULL, STORE_ERROR] {
-                self.rejected.get_or_create(&RejectLabels {
+                let _ = self.rejected.get_or_create(&RejectLabels {
                     source: source.clone(),
                     reason: reason.to_owned(),
                 });

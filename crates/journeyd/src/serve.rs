@@ -279,7 +279,13 @@ pub(crate) fn run(
         )?])),
         None => None,
     };
+    // A file `Store::open` would refuse gets no lock file beside it either.
+    Store::check(db).with_context(|| format!("cannot open the database {}", db.display()))?;
     let _lock = lock(db)?;
+    // The address is taken now, so that one in use is refused before anything starts.
+    let listener = std::net::TcpListener::bind(args.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     // The signal handlers come first: a SIGTERM during a long start-up (a rebuild of every
     // projection) must stop the process cleanly too.
     let stop_signal = StopSignal::install()?;
@@ -500,8 +506,7 @@ pub(crate) fn run(
         "HTTP worker threads"
     );
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = tokio::net::TcpListener::from_std(listener)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let mut stop = stop_signal.serving();

@@ -280,6 +280,29 @@ impl Store {
         })
     }
 
+    /// Refuses, without creating or changing anything, a file that [`Store::open`] would refuse
+    /// before writing to it: a directory, another program's database, a newer journeyd's. A
+    /// path with no file passes, and so does a file that cannot be read now ([`Store::open`]
+    /// then says why). For a caller that makes files of its own beside the database first, as
+    /// `serve` does its lock file.
+    pub fn check(path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        not_a_directory(path)?;
+        if !path.exists() {
+            return Ok(());
+        }
+        let Ok(conn) = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            return Ok(());
+        };
+        match check_before_migrating(&conn, path) {
+            Err(e @ (Error::NotJourneyd { .. } | Error::SchemaVersion { .. })) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -493,6 +516,17 @@ mod tests {
     /// journeyd, or a directory, is refused before a byte of it changes (not even the switch to
     /// WAL); the refusals say what the file is, once.
     #[test]
+    fn check_passes_a_new_path_and_a_journeyd_database_and_makes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = dir.path().join("new.db");
+        Store::check(&new).expect("a new path passes");
+        assert!(!new.exists(), "nothing made");
+        let db = dir.path().join("j.db");
+        Store::open(&db, Options::default()).expect("open").close();
+        Store::check(&db).expect("a journeyd database passes");
+    }
+
+    #[test]
     fn open_refuses_files_it_must_not_migrate_and_leaves_them_as_they_were() {
         let dir = tempfile::tempdir().expect("tempdir");
         // A file named `name`, made by `sql` as some program would.
@@ -555,6 +589,10 @@ mod tests {
             ),
         ] {
             let before = std::fs::read(path).ok();
+            // `check` refuses it the same way, and makes nothing.
+            let checked = Store::check(path).err().expect("refused by check");
+            assert!(checked.to_string().contains(expected), "{checked}");
+            assert_eq!(std::fs::read(path).ok(), before, "{}", path.display());
             let err = Store::open(path, Options::default())
                 .err()
                 .expect("refused");
