@@ -1078,6 +1078,32 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     );
 }
 
+/// A new database's first start builds the snapshots, and says so; a start with another
+/// configuration rebuilds what it changes, and says that.
+#[test]
+fn the_first_start_builds_the_snapshots_and_a_new_configuration_rebuilds_them() {
+    let j = journeyd();
+    let d = j.serve(&[]);
+    let log = d.log();
+    assert_eq!(
+        log.matches("building the snapshots for the first time")
+            .count(),
+        4,
+        "one line per projection: {log}"
+    );
+    assert!(!log.contains("other code or configuration"), "{log}");
+    assert_eq!(d.terminate(Duration::from_secs(10)), Some(0));
+    let d = j.serve(&["--completing-stages", "done"]);
+    let log = d.log();
+    assert_eq!(
+        log.matches("snapshots were built by other code or configuration; rebuilding")
+            .count(),
+        1,
+        "the journeys only: {log}"
+    );
+    assert!(!log.contains("for the first time"), "{log}");
+}
+
 /// Runs `serve ARGS` to its end, which must come within 30 s; the exit code and stderr.
 fn serve_to_its_end(j: &Journeyd, args: &[&str]) -> (Option<i32>, String) {
     let mut args = args.to_vec();

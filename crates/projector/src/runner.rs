@@ -501,16 +501,34 @@ impl Runner {
             return Ok(done);
         }
         let target = self.rebuild_target(&stale)?;
+        // Version 0 is the migrations' placeholder: no build of this code or any other yet.
+        let never_built: Vec<Projection> = match stale.is_empty() {
+            true => Vec::new(),
+            false => self
+                .reader
+                .checkpoints()?
+                .into_iter()
+                .filter(|c| c.version == 0)
+                .map(|c| c.projection)
+                .collect(),
+        };
         for projection in stale {
             if stop() {
                 // The rest waits for the next catch-up; nothing is folded past stale tables.
                 done.checkpoint = self.lowest_checkpoint();
                 return Ok(done);
             }
-            tracing::info!(
-                projection = projection.name(),
-                "snapshots were built by other code or configuration; rebuilding"
-            );
+            if never_built.contains(&projection) {
+                tracing::info!(
+                    projection = projection.name(),
+                    "building the snapshots for the first time"
+                );
+            } else {
+                tracing::info!(
+                    projection = projection.name(),
+                    "snapshots were built by other code or configuration; rebuilding"
+                );
+            }
             match self.rebuild_to(projection, &mut |_| {}, stop, Some(target)) {
                 Ok(_) => {}
                 Err(store::Error::Stopped) => {
