@@ -40,7 +40,8 @@ fn parse_schedstat(text: &str) -> Option<Times> {
     })
 }
 
-/// The calling thread's times.
+/// The calling thread's times, as of the last time it left a CPU (the kernel adds a running
+/// thread's time when it is switched out): up to a scheduler tick behind, nothing over a load.
 pub(crate) fn this_thread() -> Times {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
@@ -219,6 +220,9 @@ mod tests {
 
     #[test]
     fn this_thread_has_run() {
+        // The kernel adds a running thread's time to what `schedstat` shows when it leaves the
+        // CPU, so a new thread that has not slept yet may read 0.
+        std::thread::sleep(std::time::Duration::from_millis(2));
         let t = this_thread();
         if std::path::Path::new("/proc/thread-self/schedstat").exists() {
             assert!(t.on_cpu > 0);
