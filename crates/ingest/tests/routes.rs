@@ -146,6 +146,15 @@ async fn a_store_that_fails_the_write_answers_503_and_keeps_nothing_of_the_reque
     store.close();
 }
 
+/// The headers kept with the one quarantined body in `dir`'s database.
+fn kept_headers(dir: &tempfile::TempDir) -> serde_json::Value {
+    let headers: String = rusqlite::Connection::open(dir.path().join("j.db"))
+        .expect("open")
+        .query_row("SELECT headers FROM quarantine", [], |r| r.get(0))
+        .expect("one quarantined body");
+    serde_json::from_str(&headers).expect("json")
+}
+
 /// A quarantined body keeps the headers that explain it (a gzip body is "not UTF-8" until one
 /// sees its `Content-Encoding`), and never a credential.
 #[tokio::test]
@@ -165,11 +174,7 @@ async fn a_quarantined_body_keeps_the_headers_that_explain_it_and_no_credential(
         .expect("request");
     let response = app.oneshot(request).await.expect("response");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let headers: String = rusqlite::Connection::open(dir.path().join("j.db"))
-        .expect("open")
-        .query_row("SELECT headers FROM quarantine", [], |r| r.get(0))
-        .expect("one quarantined body");
-    let headers: serde_json::Value = serde_json::from_str(&headers).expect("json");
+    let headers = kept_headers(&dir);
     assert_eq!(
         headers,
         serde_json::json!({
@@ -201,11 +206,7 @@ async fn a_kept_header_is_text_and_at_most_a_kibibyte() {
         .expect("request");
     let response = app.oneshot(request).await.expect("response");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let headers: String = rusqlite::Connection::open(dir.path().join("j.db"))
-        .expect("open")
-        .query_row("SELECT headers FROM quarantine", [], |r| r.get(0))
-        .expect("one quarantined body");
-    let headers: serde_json::Value = serde_json::from_str(&headers).expect("json");
+    let headers = kept_headers(&dir);
     assert_eq!(headers["user-agent"], "caf\u{FFFD}/1");
     assert_eq!(
         headers["x-request-id"],

@@ -16,7 +16,8 @@ use store::Synchronous;
     name = "journeyd",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    next_help_heading = "Global options (before or after the command)"
 )]
 pub(crate) struct Cli {
     /// The SQLite database file.

@@ -590,7 +590,7 @@ mod tests {
         ] {
             let before = std::fs::read(path).ok();
             // `check` refuses it the same way, and makes nothing.
-            let checked = Store::check(path).err().expect("refused by check");
+            let checked = Store::check(path).expect_err("refused by check");
             assert!(checked.to_string().contains(expected), "{checked}");
             assert_eq!(std::fs::read(path).ok(), before, "{}", path.display());
             let err = Store::open(path, Options::default())
