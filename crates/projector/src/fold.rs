@@ -340,12 +340,18 @@ pub fn decimal(v: Option<&Value<'_>>) -> Option<Decimal> {
     }
 }
 
-/// `a + b` with the larger scale of the two, or `None` when it does not fit a 96-bit decimal:
-/// past about 7.9 × 10^28 `rust_decimal` fails, and past 28 significant digits it rounds
-/// (which shows as a smaller scale). A sum is exact or unknown, never rounded.
+/// `a + b` at the larger scale of the two (`10 + 0.00 = 10.00`), or `None` when that does not
+/// fit a 96-bit decimal. Done on the mantissas, not with `rust_decimal`'s addition, which
+/// rounds past 28 significant digits and returns the other term, at its own scale, when one
+/// is zero. A sum is exact or unknown, never rounded.
 pub fn exact_sum(a: Decimal, b: Decimal) -> Option<Decimal> {
-    let sum = a.checked_add(b)?;
-    (sum.scale() >= a.scale().max(b.scale())).then_some(sum)
+    let scale = a.scale().max(b.scale());
+    let widened = |d: Decimal| {
+        d.mantissa()
+            .checked_mul(10_i128.checked_pow(scale - d.scale())?)
+    };
+    let sum = widened(a)?.checked_add(widened(b)?)?;
+    Decimal::try_from_i128_with_scale(sum, scale).ok()
 }
 
 /// The strings of an array field, skipping anything else.
@@ -368,6 +374,35 @@ mod tests {
 
     fn id(n: u8) -> EventId {
         EventId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn an_exact_sum_keeps_the_larger_scale_even_with_a_zero_or_is_none() {
+        let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+        let sum = |a: &str, b: &str| exact_sum(d(a), d(b)).map(|s| s.to_string());
+        for (a, b, expected) in [
+            ("10", "0.00", Some("10.00")),
+            ("0.00", "10", Some("10.00")),
+            ("0", "0.0", Some("0.0")),
+            ("19.90", "0.10", Some("20.00")),
+            ("-5", "5.0", Some("0.0")),
+            ("0.1", "0.2", Some("0.3")),
+            (
+                "79228162514264337593543950335",
+                "0",
+                Some("79228162514264337593543950335"),
+            ),
+            ("79228162514264337593543950335", "1", None),
+            ("50000000000000000000000000000", "0.1", None),
+            (
+                "1",
+                "0.0000000000000000000000000001",
+                Some("1.0000000000000000000000000001"),
+            ),
+            ("10", "0.0000000000000000000000000001", None),
+        ] {
+            assert_eq!(sum(a, b).as_deref(), expected, "{a} + {b}");
+        }
     }
 
     proptest::proptest! {

@@ -271,6 +271,9 @@ fn amounts_keep_their_text_and_a_sum_is_exact_or_null() {
         "J",
     );
     assert_eq!(rounded["amount_authorised"], json!({"GBP": null}));
+    // A zero amount keeps its scale in the sum (a card check of 0.00, then a payment).
+    let check = state::<Journeys>(&[raw("0.00", "A", "10:00"), raw("10", "B", "10:01")], "J");
+    assert_eq!(check["amount_authorised"], json!({"GBP": "10.00"}));
     // One unknown currency leaves the others exact.
     let (src, euro) = payment("J", "10:05", "E", json!(true), json!(0));
     let euro = (
@@ -537,7 +540,7 @@ proptest! {
     fn member_count_sums_at_the_edge_do_not_depend_on_order(
         counts in prop::collection::vec(prop::sample::select(vec![
             "1", "0.1", "0.0000000000000000000000000001", "50000000000000000000000000000",
-            "30000000000000000000000000000", "-1", "null", "\"five\"", "7",
+            "30000000000000000000000000000", "-1", "null", "\"five\"", "7", "0.0", "0.00", "0",
         ]), 1..6),
         perm in prop::collection::vec(0usize..64, 0..12),
     ) {
