@@ -164,6 +164,23 @@ fn default_workers() -> usize {
         .max(1)
 }
 
+/// Connections the kernel holds for the accept loop: those past `--max-connections` wait here
+/// (decision 0016). tokio's own `bind` asks for the same; `std`'s asks for 128.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr`, non-blocking, for tokio to take over once the runtime runs.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As tokio and std do on Unix: a restart can take the address its predecessor left in
+    // TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Holds `DB.lock` for the life of the process: a second `serve` on the same database refuses
 /// to start. The OS releases it when the process ends, however it ends.
 fn lock(db: &Path) -> anyhow::Result<File> {
@@ -283,9 +300,8 @@ pub(crate) fn run(
     Store::check(db).with_context(|| format!("cannot open the database {}", db.display()))?;
     let _lock = lock(db)?;
     // The address is taken now, so that one in use is refused before anything starts.
-    let listener = std::net::TcpListener::bind(args.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     // The signal handlers come first: a SIGTERM during a long start-up (a rebuild of every
     // projection) must stop the process cleanly too.
     let stop_signal = StopSignal::install()?;
@@ -1590,6 +1606,29 @@ mod tests {
             }
         }
         store.close();
+    }
+
+    /// The listening socket holds up to [`LISTEN_BACKLOG`] connections not yet accepted (where
+    /// those past `--max-connections` wait); `std`'s `bind` would hold 128, and the kernel
+    /// drops the SYNs past that.
+    #[test]
+    fn the_listener_holds_the_connections_past_the_limit_waiting() {
+        let cap: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if cap < LISTEN_BACKLOG {
+            return; // the kernel caps every backlog lower: nothing to tell apart
+        }
+        let listener = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let waiting: Vec<std::net::TcpStream> = (0..300)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i} was not taken: {e}"))
+            })
+            .collect();
+        assert_eq!(waiting.len(), 300);
     }
 
     /// Every name of one database file gives one lock file: a symlink, before the file exists
