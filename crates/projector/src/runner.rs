@@ -315,9 +315,9 @@ pub enum Current {
     Absent,
     /// The key has more than the asked-for number of events: left to the projector.
     TooLarge {
-        /// Whether one of the events read (the key's first, by `seq`) is of a kind this
-        /// projection folds, so that the key will have a snapshot once projected. (A key
-        /// named only by events of other kinds, such as a member's transactions, has none.)
+        /// Whether one of the events read (the key's first `max_events + 1`, by `seq`) is of
+        /// a kind this projection folds, so that the key will have a snapshot once projected.
+        /// (A key named only by events of other kinds, such as a member's accounts, has none.)
         folds_any: bool,
     },
 }

@@ -280,11 +280,12 @@ impl Store {
         })
     }
 
-    /// Refuses, without creating or changing anything, a file that [`Store::open`] would refuse
-    /// before writing to it: a directory, another program's database, a newer journeyd's. A
-    /// path with no file passes, and so does a file that cannot be read now ([`Store::open`]
-    /// then says why). For a caller that makes files of its own beside the database first, as
-    /// `serve` does its lock file.
+    /// Refuses, without changing the file, what [`Store::open`] would refuse before writing to
+    /// it: a directory, a file that is not an SQLite database, another program's database, a
+    /// newer journeyd's. A path with no file passes, and so does a file that cannot be read
+    /// now ([`Store::open`] then says why). (Reading a database in WAL mode may create its
+    /// `-shm` index beside it, as any reader does.) For a caller that makes files of its own
+    /// beside the database first, as `serve` does its lock file.
     pub fn check(path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         not_a_directory(path)?;
@@ -299,6 +300,14 @@ impl Store {
         };
         match check_before_migrating(&conn, path) {
             Err(e @ (Error::NotJourneyd { .. } | Error::SchemaVersion { .. })) => Err(e),
+            Err(Error::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
+            {
+                Err(Error::NotJourneyd {
+                    path: path.to_path_buf(),
+                    reason: "it is not an SQLite database".into(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -524,6 +533,17 @@ mod tests {
         let db = dir.path().join("j.db");
         Store::open(&db, Options::default()).expect("open").close();
         Store::check(&db).expect("a journeyd database passes");
+        let text = dir.path().join("notes.db");
+        std::fs::write(
+            &text,
+            "not a database, and longer than an SQLite header is: ".repeat(4),
+        )
+        .expect("write");
+        let refused = Store::check(&text).expect_err("refused");
+        assert!(
+            refused.to_string().contains("it is not an SQLite database"),
+            "{refused}"
+        );
     }
 
     #[test]

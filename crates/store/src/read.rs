@@ -315,18 +315,26 @@ impl Reader {
             return Err(fail("the path names no file".into()));
         };
         clear_partials(dir, name);
+        // A name of its own (pid and time, so that backups in other pid namespaces sharing the
+        // directory do not meet), made empty and locked before the copy goes into it: the lock
+        // tells another backup's clean-up that this copy is being written.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let mut partial = std::ffi::OsString::from(".");
         partial.push(name);
-        partial.push(format!(".partial-{}", std::process::id()));
+        partial.push(format!(".partial-{}-{stamp}", std::process::id()));
         let partial = dir.join(partial);
-        if partial.exists() {
-            // Left by a run that was killed, or another backup with the same pid: not ours to
-            // remove.
-            return Err(fail(format!(
-                "{} is in the way (an interrupted backup's copy?); remove it",
-                partial.display()
-            )));
+        let holder = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
+        if let Err(e) = holder.try_lock() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(fail(format!("cannot lock {}: {e}", partial.display())));
         }
+        // `VACUUM INTO` writes into a file that does not exist or is empty.
         let written = self.write_checked_copy(&partial, &fail);
         let linked = written.and_then(|()| match std::fs::hard_link(&partial, &dest) {
             Ok(()) => Ok(()),
@@ -342,6 +350,7 @@ impl Reader {
             ))),
         });
         let _ = std::fs::remove_file(&partial);
+        drop(holder);
         linked?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -440,48 +449,74 @@ fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Removes the partial copies of a backup to `name` in `dir` (`.NAME.partial-PID` and its
-/// `-journal`) that backups killed part-way left, once the process that wrote them has ended
-/// (which `/proc` tells, on Linux). One whose process still runs is another backup at work, and
-/// one whose process cannot be told (no `/proc`) is reported and left. This backup's own name
-/// is the caller's to check.
+/// A partial copy this young and still empty may be a backup's between creating it and
+/// locking it: left alone.
+const PARTIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the partial copies of a backup to `name` in `dir` (`.NAME.partial-…` and their
+/// `-journal`s) that backups killed part-way left. A backup holds a lock on its partial copy
+/// while it writes it, so a copy whose lock can be taken is one nobody writes any more; one
+/// whose lock is held is another backup at work and is left alone, and so is one that is empty
+/// and younger than [`PARTIAL_GRACE`]. A journal whose copy is gone goes too. Each removal is a
+/// warning; nothing here fails the backup.
 fn clear_partials(dir: &Path, name: &std::ffi::OsStr) {
     let Some(name) = name.to_str() else { return };
     let prefix = format!(".{name}.partial-");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let proc_tells = Path::new("/proc/self").exists();
+    let mut journals = Vec::new();
     for entry in entries.flatten() {
         let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let Ok(pid) = rest.strip_suffix("-journal").unwrap_or(rest).parse::<u32>() else {
+        let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix)) else {
             continue;
         };
         let path = entry.path();
-        if pid == std::process::id() || (proc_tells && Path::new(&format!("/proc/{pid}")).exists())
-        {
+        if file.ends_with("-journal") {
+            journals.push(path);
             continue;
         }
-        if !proc_tells {
-            tracing::warn!(
-                path = %path.display(),
-                "another backup's partial copy is beside the destination; remove it if no backup is running"
-            );
+        let Ok(copy) = std::fs::File::open(&path) else {
+            continue;
+        };
+        match copy.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue, // a backup at work
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot tell whether a backup still writes this partial copy; left alone");
+                continue;
+            }
+        }
+        let young_and_empty = copy.metadata().is_ok_and(|m| {
+            m.len() == 0
+                && m.modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < PARTIAL_GRACE))
+        });
+        if young_and_empty {
             continue;
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::warn!(
-                path = %path.display(),
-                "removed a partial copy left by a backup that was killed part-way"
-            ),
-            Err(e) => tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "cannot remove a partial copy left by a backup that was killed part-way"
-            ),
+        remove_partial(&path);
+    }
+    for journal in journals {
+        let copy = journal.to_string_lossy();
+        let copy = Path::new(copy.strip_suffix("-journal").unwrap_or(&copy));
+        if !copy.exists() {
+            remove_partial(&journal);
         }
+    }
+}
+
+fn remove_partial(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            "removed a partial copy left by a backup that was killed part-way"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // another backup's clean-up
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "cannot remove a partial copy left by a backup that was killed part-way"
+        ),
     }
 }

@@ -777,45 +777,46 @@ fn a_backup_during_appends_is_the_database_as_of_one_commit() {
         .collect();
     left.sort();
     assert_eq!(left, ["backup.db"], "no partial copy left");
-    // An interrupted backup's partial copy in the way is reported, and not removed.
+    // The partial copies other backups left: a killed one's (its lock is free) goes, with its
+    // journal, and so does a journal whose copy is gone; a running one's (locked) stays, and so
+    // does one just made and still empty (a backup between creating and locking it).
     let other = db.path.with_file_name("other.db");
-    let in_the_way = db
-        .path
-        .with_file_name(format!(".other.db.partial-{}", std::process::id()));
-    std::fs::write(&in_the_way, b"an interrupted copy").expect("write");
-    let refused = store.reader().expect("reader").backup_into(&other);
-    assert!(
-        matches!(&refused, Err(store::Error::Backup { reason, .. }) if reason.contains("in the way")),
-        "{refused:?}"
-    );
-    assert_eq!(
-        std::fs::read(&in_the_way).expect("kept"),
-        b"an interrupted copy"
-    );
-    assert!(!other.exists());
-    // Those a killed backup left (its process has ended: no pid reaches 2^31) are removed, with
-    // their journal; one of a process that still runs (pid 1) is another backup's, and stays.
+    let partial = |name: &str| db.path.with_file_name(format!(".other.db.partial-{name}"));
     let killed = [
-        ".other.db.partial-2147483647",
-        ".other.db.partial-2147483647-journal",
-    ]
-    .map(|name| db.path.with_file_name(name));
-    let running = db.path.with_file_name(".other.db.partial-1");
+        partial("7-1"),
+        partial("7-1-journal"),
+        partial("8-2-journal"),
+    ];
+    let running = partial("9-3");
+    let just_made = partial("10-4");
     for path in killed.iter().chain([&running]) {
         std::fs::write(path, b"a partial copy").expect("write");
     }
-    std::fs::remove_file(&in_the_way).expect("remove");
+    std::fs::write(&just_made, b"").expect("write");
+    let held = std::fs::File::open(&running).expect("open");
+    held.try_lock().expect("lock, as a running backup holds it");
     store
         .reader()
         .expect("reader")
         .backup_into(&other)
         .expect("backup");
     assert!(other.exists());
-    if std::path::Path::new("/proc/self").exists() {
-        for path in &killed {
-            assert!(!path.exists(), "{} removed", path.display());
-        }
+    for path in &killed {
+        assert!(!path.exists(), "{} removed", path.display());
     }
     assert!(running.exists(), "a running backup's copy stays");
+    assert!(just_made.exists(), "a copy just made stays");
+    let mut left: Vec<String> = std::fs::read_dir(db.path.parent().expect("dir"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".other.db.partial-"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".other.db.partial-10-4", ".other.db.partial-9-3"],
+        "the backup's own partial copy is gone"
+    );
+    drop(held);
     store.close();
 }
