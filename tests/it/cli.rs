@@ -196,3 +196,37 @@ fn output_into_a_pipe_whose_reader_went_away_ends_quietly() {
         assert_eq!(stderr, "", "{args:?}");
     }
 }
+
+/// `--log-format json` writes one JSON object per line, journeyd's own events only: no `log.*`
+/// fields of dependencies' records (they carried the build machine's paths). A new database's
+/// migration is logged by the store.
+#[test]
+fn json_logs_are_one_object_a_line_with_journeyds_own_fields() {
+    let j = journeyd();
+    let run = j
+        .run(&[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "import",
+            arg(&examples().join("mobile-journeys.json")),
+        ])
+        .success();
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        let keys = line.as_object().expect("an object").keys();
+        for key in keys {
+            assert!(!key.starts_with("log."), "{key} in {line}");
+        }
+    }
+    let migrated = lines
+        .iter()
+        .find(|l| l["message"] == "database schema migrated")
+        .unwrap_or_else(|| panic!("no migration line in {lines:?}"));
+    assert_eq!((&migrated["from"], &migrated["to"]), (&json!(0), &json!(6)));
+}

@@ -142,12 +142,17 @@ fn init_tracing(level: &str, format: cli::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Only journeyd's own events: `try_init` would also forward the `log` records of
+    // dependencies, whose JSON lines carry `log.file` and the like, paths of the build
+    // machine. The one such record an operator needs, a migration, the store logs itself.
     // Already installed: this process ran a command before (the load generator does).
     let _ = match format {
-        cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        cli::LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        cli::LogFormat::Json => {
+            tracing::subscriber::set_global_default(builder.json().flatten_event(true).finish())
+        }
+        cli::LogFormat::Text => tracing::subscriber::set_global_default(
+            builder.with_ansi(std::io::stderr().is_terminal()).finish(),
+        ),
     };
 }
 

@@ -270,7 +270,11 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         check_before_migrating(&conn, &path)?;
         configure_writer(&conn, options.synchronous)?;
+        let from: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         migrations().to_latest(&mut conn)?;
+        if usize::try_from(from).is_ok_and(|from| from < SCHEMA_VERSION) {
+            tracing::info!(from, to = SCHEMA_VERSION, path = %path.display(), "database schema migrated");
+        }
         let checkpointer = Checkpointer::start(&path)?;
         let writer = writer::Writer::start(conn, &options)?;
         Ok(Store {
