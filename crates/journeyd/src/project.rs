@@ -78,6 +78,7 @@ pub(crate) fn rebuild(
         #[derive(serde::Serialize)]
         struct Item {
             projection: &'static str,
+            swapped: bool,
             head: i64,
             events: u64,
             snapshots: u64,
@@ -87,6 +88,7 @@ pub(crate) fn rebuild(
             .iter()
             .map(|(r, t)| Item {
                 projection: r.projection.name(),
+                swapped: r.swapped,
                 head: r.head,
                 events: r.events,
                 snapshots: r.keys,
@@ -96,6 +98,13 @@ pub(crate) fn rebuild(
         return out.json(&serde_json::json!({"rebuilt": items, "checkpoint": caught.checkpoint}));
     }
     for (r, t) in &done {
+        if !r.swapped {
+            out.text(format_args!(
+                "{}: another rebuild of it finished first; its snapshots stand",
+                r.projection.name()
+            ))?;
+            continue;
+        }
         out.text(format_args!(
             "rebuilt {}: {} {} from {} {} up to seq {} in {:.2}s",
             r.projection.name(),

@@ -84,9 +84,9 @@ pub struct Rebuilt {
     pub projection: Projection,
     /// The log head it folded up to (its new checkpoint).
     pub head: i64,
-    /// Events of the projection's keys scanned.
+    /// Events of the projection's keys scanned (0 when it did not swap).
     pub events: u64,
-    /// Snapshots written.
+    /// Snapshots written (0 when it did not swap).
     pub keys: u64,
     /// Whether its table was swapped in; `false` when another rebuild of the projection
     /// swapped first, and its table stands.
@@ -744,6 +744,44 @@ fn rebuild<M: Model>(
         None => reader.head()?,
     };
     let ticket = writer.rebuild_begin(M::PROJECTION)?;
+    let written = write_rebuild::<M>(writer, reader, config, progress, stop, head, &ticket)
+        .and_then(|counts| {
+            writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config))?;
+            Ok(counts)
+        });
+    let (events, keys, swapped) = match written {
+        Ok((events, keys)) => (events, keys, true),
+        // Another rebuild of this projection swapped first: its table stands, and ours was
+        // dropped (at the swap, or on the way, which our next rows found out).
+        Err(store::Error::Stale { .. }) => {
+            tracing::info!(
+                projection = M::PROJECTION.name(),
+                "another rebuild finished first; keeping its snapshots"
+            );
+            (0, 0, false)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Rebuilt {
+        projection: M::PROJECTION,
+        head,
+        events,
+        keys,
+        swapped,
+    })
+}
+
+/// The rows phase of [`rebuild`]: folds every key of the log up to `head` and writes its rows
+/// into the ticket's table. The events scanned and the snapshots written.
+fn write_rebuild<M: Model>(
+    writer: &WriterHandle,
+    reader: &Reader,
+    config: &Config,
+    progress: &mut dyn FnMut(u64),
+    stop: &dyn Fn() -> bool,
+    head: i64,
+    ticket: &store::RebuildTicket,
+) -> store::Result<(u64, u64)> {
     let (tx, rx) = mpsc::channel::<store::Result<()>>();
     let mut in_flight = 0usize;
     let mut rows = Vec::with_capacity(REBUILD_CHUNK);
@@ -762,7 +800,7 @@ fn rebuild<M: Model>(
             *in_flight -= 1;
         }
         let tx = tx.clone();
-        writer.rebuild_rows_then(&ticket, std::mem::take(rows), move |r| {
+        writer.rebuild_rows_then(ticket, std::mem::take(rows), move |r| {
             let _ = tx.send(r);
         })?;
         *in_flight += 1;
@@ -821,27 +859,7 @@ fn rebuild<M: Model>(
         return Err(store::Error::Stopped);
     }
     progress(events);
-    let swapped = match writer.rebuild_swap(&ticket, head, M::VERSION, &M::fingerprint(config)) {
-        // Another rebuild of this projection swapped first: its table stands, ours was dropped.
-        Err(store::Error::Stale { .. }) => {
-            tracing::info!(
-                projection = M::PROJECTION.name(),
-                "another rebuild finished first; keeping its snapshots"
-            );
-            false
-        }
-        other => {
-            other?;
-            true
-        }
-    };
-    Ok(Rebuilt {
-        projection: M::PROJECTION,
-        head,
-        events,
-        keys,
-        swapped,
-    })
+    Ok((events, keys))
 }
 
 #[cfg(test)]

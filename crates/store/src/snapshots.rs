@@ -660,6 +660,12 @@ pub(crate) fn rebuild_rows(
     ticket: &RebuildTicket,
     rows: &[SnapshotRow],
 ) -> Result<()> {
+    // Another rebuild's swap dropped this one's table: say so, rather than "no such table".
+    if generation(tx, ticket.projection)? != ticket.generation {
+        return Err(Error::Stale {
+            projection: ticket.projection,
+        });
+    }
     upsert_all(
         tx,
         rows.iter().map(|row| (ticket.table.as_str(), row)),

@@ -623,6 +623,14 @@ fn of_two_interleaved_rebuilds_the_first_to_swap_wins_whole_and_the_other_is_ref
     w.rebuild_swap(&a, 3, 1, "").expect("a swaps first");
     let keys = journey_keys(&reader);
     assert_eq!(keys, ["A1", "A2", "A3"], "all of A's rows, none lost to B");
+    // A's swap dropped B's table; B's next rows are told why, not "no such table".
+    assert!(
+        matches!(
+            w.rebuild_rows(&b, vec![journey_row("B2", "b", 2)]),
+            Err(store::Error::Stale { .. })
+        ),
+        "B's rows after A's swap"
+    );
     assert!(
         matches!(
             w.rebuild_swap(&b, 1, 1, ""),
