@@ -27,10 +27,12 @@ fn runner(store: &Store, config: &Config) -> anyhow::Result<Runner> {
     Ok(Runner::new(store.writer(), store.reader()?, config.clone()))
 }
 
-/// Folds everything appended so far into the snapshots.
+/// Folds everything appended so far into the snapshots: up to the log head as it is now, so
+/// that a daemon's ingest beside this command does not keep it chasing a moving head.
 pub(crate) fn catch_up(store: &Store, config: &Config) -> anyhow::Result<CatchUp> {
+    let head = store.reader()?.head()?;
     runner(store, config)?
-        .catch_up()
+        .catch_up_to(head)
         .context("projecting the log into snapshots failed")
 }
 
@@ -70,9 +72,11 @@ pub(crate) fn rebuild(
         bar.finish_and_clear();
         done.push((r, started.elapsed()));
     }
-    // Events appended while rebuilding are folded now.
+    // Events appended while rebuilding are folded now, up to the head as it is now (a daemon
+    // beside it may go on appending, and projects those itself).
+    let head_now = store.reader()?.head()?;
     let caught = runner
-        .catch_up()
+        .catch_up_to(head_now)
         .context("catching up after the rebuild failed")?;
     if out.json {
         #[derive(serde::Serialize)]

@@ -454,11 +454,18 @@ impl Runner {
         self.catch_up_with(&mut |_| {})
     }
 
+    /// As [`Runner::catch_up`], but done once every checkpoint has reached `target` (a log
+    /// head read before): for a command that projects what it appended, beside a daemon whose
+    /// ingest would otherwise keep it chasing the head. Rebuilds as `catch_up` does.
+    pub fn catch_up_to(&mut self, target: i64) -> store::Result<CatchUp> {
+        self.catch_up_inner(&mut |_| {}, &|| false, true, Some(target))
+    }
+
     /// As [`Runner::catch_up`], calling `on_update` as it goes: for every snapshot a committed
     /// batch wrote, after its commit, then once for the batch; and whenever it finds that the
     /// snapshot tables moved under it, before it reports anything else.
     pub fn catch_up_with(&mut self, on_update: &mut dyn FnMut(Update)) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_update, &|| false, true)
+        self.catch_up_inner(on_update, &|| false, true, None)
     }
 
     /// As [`Runner::catch_up_with`], but stops between batches once `stop` is set, and starts
@@ -471,7 +478,7 @@ impl Runner {
         stop: &std::sync::atomic::AtomicBool,
     ) -> store::Result<CatchUp> {
         let stop = || stop.load(std::sync::atomic::Ordering::SeqCst);
-        self.catch_up_inner(on_update, &stop, true)
+        self.catch_up_inner(on_update, &stop, true, None)
     }
 
     /// As [`Runner::catch_up_with`], but stops between batches once `deadline` has passed and
@@ -481,7 +488,12 @@ impl Runner {
         on_update: &mut dyn FnMut(Update),
         deadline: std::time::Instant,
     ) -> store::Result<CatchUp> {
-        self.catch_up_inner(on_update, &|| std::time::Instant::now() >= deadline, false)
+        self.catch_up_inner(
+            on_update,
+            &|| std::time::Instant::now() >= deadline,
+            false,
+            None,
+        )
     }
 
     /// Folds batches until the log head or until `stop()`; rebuilds stale projections first
@@ -491,6 +503,7 @@ impl Runner {
         on_update: &mut dyn FnMut(Update),
         stop: &dyn Fn() -> bool,
         rebuilds: bool,
+        until: Option<i64>,
     ) -> store::Result<CatchUp> {
         let mut done = CatchUp::default();
         let stale = self.sync()?;
@@ -545,7 +558,7 @@ impl Runner {
             done.rebuilt += 1;
         }
         loop {
-            if stop() {
+            if stop() || until.is_some_and(|t| self.lowest_checkpoint() >= t) {
                 break;
             }
             let from = self.lowest_checkpoint();

@@ -904,3 +904,20 @@ fn a_key_too_large_to_read_through_says_whether_the_projection_folds_any_of_it()
         projector::Current::TooLarge { folds_any: true }
     );
 }
+
+/// `catch_up_to` is done once every checkpoint has reached its target, however much more the
+/// log holds (a daemon beside an `import` goes on appending); `catch_up` folds it all.
+#[test]
+fn a_catch_up_to_a_target_stops_there_and_catch_up_goes_on() {
+    let a = db();
+    let mut runner = a.runner(Config {
+        batch_events: 1,
+        ..Config::default()
+    });
+    runner.catch_up().expect("the first build, of nothing");
+    let events = corpus(6);
+    let n = events.len() as i64;
+    a.append(events);
+    assert_eq!(runner.catch_up_to(3).expect("catch up").checkpoint, 3);
+    assert_eq!(runner.catch_up().expect("catch up").checkpoint, n);
+}
