@@ -325,14 +325,13 @@ async fn snapshot(
         Some(doc) => Ok(json_bytes(doc)),
         // The log holds more of the key's events than a read folds, and the projector has not
         // written the key yet: it exists, so not a 404, and it will show shortly.
-        None if too_large == Some(true) && alive => Err(ApiError::unavailable(&format!(
-            "{what} {} has more events than a read folds and is not projected yet; retry",
-            miss.key
-        ))),
         None if too_large == Some(true) => Err(ApiError::unavailable(&format!(
-            "{what} {} has more events than a read folds, and the projector is not running \
-             (see /readyz and the daemon's log)",
-            miss.key
+            "{what} {} has more events than a read folds, {}",
+            miss.key,
+            match alive {
+                true => "and is not projected yet; retry",
+                false => "and the projector is not running (see /readyz and the daemon's log)",
+            }
         ))),
         None => Err(ApiError::not_found(&format!("{what} {}", miss.key))),
     }

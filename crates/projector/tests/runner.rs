@@ -921,3 +921,41 @@ fn a_catch_up_to_a_target_stops_there_and_catch_up_goes_on() {
     assert_eq!(runner.catch_up_to(3).expect("catch up").checkpoint, 3);
     assert_eq!(runner.catch_up().expect("catch up").checkpoint, n);
 }
+
+/// Of two rebuilds of one projection, the one that swaps second is not an error: it reports
+/// that it did not swap, and the first one's table stands.
+#[test]
+fn a_rebuild_that_another_rebuild_beat_to_the_swap_reports_it_and_succeeds() {
+    let a = db();
+    a.append(corpus(12));
+    let mut first = a.runner(Config::default());
+    let mut second = a.runner(Config::default());
+    let mut other: Option<projector::Rebuilt> = None;
+    // The progress callback runs after the first rebuild's rows are written, before its swap:
+    // the second rebuild runs whole there.
+    let lost = first
+        .rebuild(Projection::Journeys, &mut |_| {
+            if other.is_none() {
+                other = Some(
+                    second
+                        .rebuild(Projection::Journeys, &mut |_| {})
+                        .expect("the second rebuild"),
+                );
+            }
+        })
+        .expect("the first rebuild ends without an error");
+    assert!(other.expect("ran").swapped, "the second swapped");
+    assert!(!lost.swapped, "the first did not");
+    let journeys = |d: &Db| {
+        d.snapshots()
+            .into_iter()
+            .find(|(p, _)| *p == Projection::Journeys)
+            .map(|(_, s)| s)
+            .expect("journeys")
+    };
+    let b = db();
+    b.append(corpus(12));
+    rebuild_all(&mut b.runner(Config::default()));
+    assert!(!journeys(&a).is_empty());
+    assert_eq!(journeys(&a), journeys(&b), "the winner's table, whole");
+}
