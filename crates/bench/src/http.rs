@@ -16,14 +16,14 @@ use anyhow::Context;
 use crate::cpu;
 
 /// A keep-alive HTTP/1.1 connection: just enough client for a load generator.
-struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     host: String,
 }
 
 impl Conn {
-    fn open(addr: &str) -> anyhow::Result<Conn> {
+    pub(crate) fn open(addr: &str) -> anyhow::Result<Conn> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -35,7 +35,12 @@ impl Conn {
     }
 
     /// Sends a request and returns (status, body).
-    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub(crate) fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
@@ -89,7 +94,7 @@ impl Conn {
 }
 
 /// Now as RFC 3339 with milliseconds: what a provider stamps on a live event.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -126,7 +131,7 @@ const LIFECYCLE: [(&str, &str); 8] = [
 
 /// The correlation id of a connection's `generation`th journey in slot `slot`: UUID-shaped
 /// and spread over the key space, as providers' ids are.
-fn correlation_id(conn: usize, slot: usize, generation: usize) -> String {
+pub(crate) fn correlation_id(conn: usize, slot: usize, generation: usize) -> String {
     // splitmix64: a cheap, well-mixed bijection.
     let mix = |mut z: u64| {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -241,17 +246,17 @@ fn parse_head(buf: &[u8]) -> anyhow::Result<Option<(u16, usize, usize)>> {
 }
 
 /// What a load run measured: completed requests, their latencies in µs, and errors.
-struct Load {
-    requests: u64,
-    latencies: Vec<u32>,
-    errors: u64,
+pub(crate) struct Load {
+    pub(crate) requests: u64,
+    pub(crate) latencies: Vec<u32>,
+    pub(crate) errors: u64,
     /// The load generator's own CPU (the one thread it runs on).
     cpu: cpu::Times,
 }
 
 /// Runs `connections` clients on one tokio thread for `duration`. `request(c, n)` gives the
 /// method, path and body of connection `c`'s `n`th request; `ok` says which statuses count.
-fn load(
+pub(crate) fn load(
     addr: &str,
     connections: usize,
     duration: Duration,
@@ -353,7 +358,7 @@ fn webhook(offset: usize) -> impl Fn(usize, usize) -> (&'static str, String, Str
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -362,7 +367,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Starts a server process and reads its address from a `listening on http://ADDR` line.
-fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String)> {
+pub(crate) fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -372,7 +377,11 @@ fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let echo = std::env::var_os("BENCH_SERVER_STDERR").is_some();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
             if let Some(i) = line.find("listening on http://")
                 && let Some(tx) = tx.take()
             {
@@ -405,7 +414,7 @@ fn peak_rss_mib(pid: u32) -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

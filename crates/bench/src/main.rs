@@ -7,10 +7,12 @@
 //! cargo run --release -p bench -- appenders --seconds 5
 //! cargo run --release -p bench -- rebuild --events 5000000
 //! cargo build --release -p journeyd -p bench && target/release/bench http --seconds 5
+//! target/release/bench --dir /var/tmp soak --events 10000000 --svg docs/soak.svg
 //! ```
 
 mod cpu;
 mod http;
+mod soak;
 mod writer;
 
 use std::io::Write;
@@ -85,6 +87,36 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// `journeyd serve` on one growing database for a long run: new single-event deliveries
+    /// (a new journey each) at a steady concurrency, measured in slices (log and WAL size,
+    /// events/s, p50/p99/max, the writer's commit latency, RSS). Needs the disk for the
+    /// log: about 1.3 KB an event.
+    Soak {
+        /// Stop after this many events.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Stop after this many minutes, if sooner (a quick look).
+        #[arg(long)]
+        minutes: Option<u64>,
+        /// The length of a slice.
+        #[arg(long, default_value_t = 10)]
+        slice_seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// The journeyd executable (default: beside this one).
+        #[arg(long)]
+        journeyd: Option<PathBuf>,
+        /// Also write the rows to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Also plot latency, throughput and WAL size to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Arguments for `journeyd serve`, after `--`.
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
     /// The parse-only baseline server, for `http` (not for direct use).
     #[command(hide = true)]
     BaselineServer {
@@ -124,6 +156,31 @@ fn main() -> anyhow::Result<()> {
             };
             http::run(dir.path(), seconds, &exe, &connections)
         }
+        Command::Soak {
+            events,
+            minutes,
+            slice_seconds,
+            connections,
+            journeyd,
+            csv,
+            svg,
+            serve_args,
+        } => soak::run(
+            dir.path(),
+            &soak::Settings {
+                journeyd: match journeyd {
+                    Some(p) => p,
+                    None => std::env::current_exe()?.with_file_name("journeyd"),
+                },
+                events,
+                minutes,
+                slice: Duration::from_secs(slice_seconds.max(1)),
+                connections: connections.max(1),
+                csv,
+                svg,
+                serve_args,
+            },
+        ),
         Command::Writer {
             events,
             group,

@@ -256,6 +256,16 @@ pub(crate) struct ServeArgs {
         value_name = "MIB"
     )]
     pub(crate) read_cache_mib: usize,
+    /// The write-ahead log's bound, in MiB: past it, the writer starts the WAL over between two
+    /// commits (a pause of one fsync). Larger means fewer pauses and more disk for `PATH-wal`.
+    #[arg(
+        long,
+        env = "JOURNEYD_WAL_MIB",
+        default_value_t = 128,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=65_536)
+    )]
+    pub(crate) wal_mib: u64,
 }
 
 /// A credential from the command line or the environment. `Debug` shows `[redacted]`, so the

@@ -34,6 +34,10 @@ pub(crate) struct Metrics {
     commit_events: Histogram,
     commit_seconds: Histogram,
     derived_commit_seconds: Histogram,
+    wal_pages: Gauge,
+    wal_resets_done: Counter,
+    wal_resets_busy: Counter,
+    wal_reset_seconds: Histogram,
     lag: Gauge,
     checkpoint: Gauge,
     cache_keys: Family<ProjectionLabels, Gauge>,
@@ -54,7 +58,7 @@ pub(crate) struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HitLabels {
+struct ResultLabels {
     result: &'static str,
 }
 
@@ -87,6 +91,30 @@ impl Metrics {
             "Time of writer transactions that append nothing (projector batches, rebuilds), BEGIN to COMMIT, without fsync",
             derived_commit_seconds.clone(),
         );
+        let wal_pages = Gauge::default();
+        registry.register(
+            "journeyd_wal_pages",
+            "Pages (4 KiB) in the SQLite write-ahead log after the writer's last commit",
+            wal_pages.clone(),
+        );
+        let wal_resets = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "journeyd_wal_resets",
+            "The writer's attempts to start the WAL over once it passed its bound, by result: done, or busy (a reader held an older snapshot past the wait)",
+            wal_resets.clone(),
+        );
+        let wal_resets_done = wal_resets
+            .get_or_create(&ResultLabels { result: "done" })
+            .clone();
+        let wal_resets_busy = wal_resets
+            .get_or_create(&ResultLabels { result: "busy" })
+            .clone();
+        let wal_reset_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "journeyd_wal_reset_seconds",
+            "How long each of those attempts held the writer up, between two groups",
+            wal_reset_seconds.clone(),
+        );
         let lag = Gauge::default();
         registry.register(
             "journeyd_projector_lag_events",
@@ -117,20 +145,20 @@ impl Metrics {
             "From a commit (the webhook's acknowledgement) to the snapshots including it",
             ack_to_projected.clone(),
         );
-        let read_cache_reads = Family::<HitLabels, Counter>::default();
+        let read_cache_reads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "journeyd_read_cache_reads",
             "Point reads of snapshots (GET /v1/journeys/{id} and the like), by result: hit (served from the read cache), miss (read from SQLite), or read_through (the key had acknowledged events the projector had not folded yet: its events were folded from the log for the answer)",
             read_cache_reads.clone(),
         );
         let read_cache_hits = read_cache_reads
-            .get_or_create(&HitLabels { result: "hit" })
+            .get_or_create(&ResultLabels { result: "hit" })
             .clone();
         let read_cache_misses = read_cache_reads
-            .get_or_create(&HitLabels { result: "miss" })
+            .get_or_create(&ResultLabels { result: "miss" })
             .clone();
         let read_throughs = read_cache_reads
-            .get_or_create(&HitLabels {
+            .get_or_create(&ResultLabels {
                 result: "read_through",
             })
             .clone();
@@ -171,6 +199,10 @@ impl Metrics {
             commit_events,
             commit_seconds,
             derived_commit_seconds,
+            wal_pages,
+            wal_resets_done,
+            wal_resets_busy,
+            wal_reset_seconds,
             lag,
             checkpoint,
             cache_keys,
@@ -208,6 +240,17 @@ impl Metrics {
             &self.derived_commit_seconds
         };
         histogram.observe(c.duration.as_secs_f64());
+        self.wal_pages
+            .set(i64::try_from(c.wal_pages).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn wal_reset(&self, r: &store::WalReset) {
+        if r.done {
+            self.wal_resets_done.inc();
+        } else {
+            self.wal_resets_busy.inc();
+        }
+        self.wal_reset_seconds.observe(r.duration.as_secs_f64());
     }
 
     pub(crate) fn projector(
@@ -296,6 +339,7 @@ mod tests {
             events_duplicate: 0,
             quarantined: 0,
             duration: std::time::Duration::from_millis(2),
+            wal_pages: 10,
         };
         metrics.commit(&commit(3, 3));
         metrics.commit(&commit(1, 0)); // duplicates only, or the empty flush: still synced

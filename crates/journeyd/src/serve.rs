@@ -343,6 +343,11 @@ pub(crate) fn run(
             synchronous,
             queue_capacity: args.queue as usize,
             on_commit: Some(hook),
+            wal_reset_pages: args.wal_mib.saturating_mul(1 << 20) / store::PAGE_SIZE,
+            on_wal_reset: Some({
+                let metrics = Arc::clone(&metrics);
+                Arc::new(move |r: &store::WalReset| metrics.wal_reset(r))
+            }),
             ..Options::default()
         },
     )

@@ -13,6 +13,7 @@
 
 mod read;
 mod snapshots;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use snapshots::{
     Checkpoint, Columns, Expect, JourneyFilter, ProjectBatch, Projection, ProjectionCounts,
     RebuildTicket, Snapshot, SnapshotRow,
 };
+pub use wal::{RESET_WAIT, WalReset, WalResetHook};
 pub use writer::{Appended, Body, CommitInfo, Quarantined, Receipt, Submission, WriterHandle};
 
 /// The schema, one entry per file in `migrations/`, in order. Append only.
@@ -172,7 +174,18 @@ pub struct Options {
     pub max_group_events: usize,
     /// Called after every commit.
     pub on_commit: Option<CommitHook>,
+    /// The WAL's length, in pages, past which the writer starts it over between two groups
+    /// (the `wal` module; decision 0018). Default [`WAL_RESET_PAGES`].
+    pub wal_reset_pages: u64,
+    /// Called after every attempt to start the WAL over.
+    pub on_wal_reset: Option<WalResetHook>,
 }
+
+/// The default [`Options::wal_reset_pages`]: 32,768 pages, 128 MiB of WAL.
+pub const WAL_RESET_PAGES: u64 = 32_768;
+
+/// The database's page size, in bytes: SQLite's default, which journeyd never changes.
+pub const PAGE_SIZE: u64 = 4096;
 
 impl Default for Options {
     fn default() -> Self {
@@ -181,6 +194,8 @@ impl Default for Options {
             queue_capacity: 1024,
             max_group_events: 16_384,
             on_commit: None,
+            wal_reset_pages: WAL_RESET_PAGES,
+            on_wal_reset: None,
         }
     }
 }
@@ -192,6 +207,8 @@ impl std::fmt::Debug for Options {
             .field("queue_capacity", &self.queue_capacity)
             .field("max_group_events", &self.max_group_events)
             .field("on_commit", &self.on_commit.is_some())
+            .field("wal_reset_pages", &self.wal_reset_pages)
+            .field("on_wal_reset", &self.on_wal_reset.is_some())
             .finish()
     }
 }
@@ -200,65 +217,7 @@ impl std::fmt::Debug for Options {
 pub struct Store {
     path: PathBuf,
     writer: writer::Writer,
-    checkpointer: Checkpointer,
-}
-
-/// Copies committed WAL frames into the database file on its own thread and connection, so
-/// the writer's commits never pay for checkpoints (decision 0007).
-struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// How often the checkpointer runs.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        configure_common(&conn, READER_CACHE_KIB)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("journeyd-checkpoint".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Woken early by `stop`, so closing a store never waits out the interval.
-                    std::thread::park_timeout(CHECKPOINT_EVERY);
-                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    // PASSIVE: copies what it can without waiting for readers or the writer.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "checkpoint failed; will retry");
-                    }
-                }
-            })
-            .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        Ok(Checkpointer {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take()
-            && {
-                t.thread().unpark();
-                t.join().is_err()
-            }
-        {
-            tracing::error!("the checkpoint thread panicked");
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    checkpointer: wal::Checkpointer,
 }
 
 impl Store {
@@ -269,14 +228,19 @@ impl Store {
         not_a_directory(&path)?;
         let mut conn = Connection::open(&path)?;
         check_before_migrating(&conn, &path)?;
-        configure_writer(&conn, options.synchronous)?;
+        configure_writer(&conn, options.synchronous, options.wal_reset_pages)?;
         let from: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         migrations().to_latest(&mut conn)?;
         if usize::try_from(from).is_ok_and(|from| from < SCHEMA_VERSION) {
             tracing::info!(from, to = SCHEMA_VERSION, path = %path.display(), "database schema migrated");
         }
-        let checkpointer = Checkpointer::start(&path)?;
-        let writer = writer::Writer::start(conn, &options)?;
+        let wal = Arc::new(wal::Shared::default());
+        let checkpointer = {
+            let conn = Connection::open(&path)?;
+            configure_common(&conn, READER_CACHE_KIB)?;
+            wal::Checkpointer::start(conn, Arc::clone(&wal), options.wal_reset_pages)?
+        };
+        let writer = writer::Writer::start(conn, &options, wal)?;
         Ok(Store {
             path,
             writer,
@@ -339,7 +303,7 @@ impl Store {
     }
 }
 
-fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
+fn configure_writer(conn: &Connection, sync: Synchronous, wal_reset_pages: u64) -> Result<()> {
     // journal_mode returns a row, so it is queried rather than executed.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
@@ -354,9 +318,14 @@ fn configure_writer(conn: &Connection, sync: Synchronous) -> Result<()> {
             "NORMAL"
         },
     )?;
-    // The checkpoint thread keeps the WAL short; this only bounds it (about 400 MB) should that
-    // thread fall behind.
-    conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
+    // The writer starts the WAL over past `wal_reset_pages` (the `wal` module), in place of
+    // SQLite's automatic checkpoint (its hook replaces it). A WAL that grew far past that while
+    // a long reader held it (a backup) is cut back to twice the bound when it starts over.
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let limit = i64::try_from(wal_reset_pages)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(2 * page_size);
+    conn.pragma_update(None, "journal_size_limit", limit)?;
     // About 26 statements run in every busy second (appends, deliveries, counts, four for each
     // of the four snapshot tables, checkpoints); room for those and the rarer ones (quarantine,
     // rebuilds), so that none is evicted and parsed again.
@@ -376,8 +345,11 @@ const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// only costs memory (decision 0009).
 const READER_CACHE_KIB: i64 = 2 * 1024;
 
+/// How long any connection waits for a lock another holds before it answers busy.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn configure_common(conn: &Connection, cache_kib: i64) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Negative: a size in KiB rather than in pages.
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;

@@ -115,6 +115,8 @@ pub struct CommitInfo {
     pub quarantined: usize,
     /// From `BEGIN` to the end of `COMMIT`.
     pub duration: Duration,
+    /// Pages in the WAL after the commit.
+    pub wal_pages: u64,
 }
 
 /// What a job asks the writer to do.
@@ -357,14 +359,24 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection, options: &Options) -> Result<Writer> {
+    pub(crate) fn start(
+        conn: Connection,
+        options: &Options,
+        wal: std::sync::Arc<crate::wal::Shared>,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let max_group_events = options.max_group_events.max(1);
         let hook = options.on_commit.clone();
         let sync = options.synchronous;
+        let resetter = crate::wal::Resetter::install(
+            &conn,
+            wal,
+            options.wal_reset_pages,
+            options.on_wal_reset.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
-            .spawn(move || run(conn, rx, max_group_events, hook, sync))
+            .spawn(move || run(conn, rx, max_group_events, hook, sync, resetter))
             .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         Ok(Writer {
             tx,
@@ -408,6 +420,7 @@ fn run(
     max_group_events: usize,
     hook: Option<CommitHook>,
     sync: Synchronous,
+    mut resetter: crate::wal::Resetter,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -431,6 +444,7 @@ fn run(
         if !commit_round(&mut conn, group, hook.as_ref(), sync) {
             break;
         }
+        resetter.after_commit(&conn, crate::BUSY_TIMEOUT);
     }
     // Dropping `rx` here makes every later send answer WriterStopped.
     tracing::debug!("writer stopped");
@@ -539,6 +553,7 @@ fn report(
         events_duplicate: stats.events_duplicate,
         quarantined: stats.quarantined,
         duration: started.elapsed(),
+        wal_pages: crate::wal::pages_after_last_commit(),
     });
 }
 
