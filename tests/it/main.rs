@@ -4,6 +4,7 @@ mod cli;
 mod import;
 mod projections;
 mod quarantine;
+mod security;
 mod serve;
 
 use tests::Journeyd;

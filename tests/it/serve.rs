@@ -270,10 +270,7 @@ fn each_auth_scheme_accepts_the_right_credentials_and_rejects_the_rest() {
         "read-token",
     ]);
     let body = mj_event(1, 1);
-    let basic = |creds: &str| {
-        use base64_free::encode;
-        format!("Basic {}", encode(creds.as_bytes()))
-    };
+    let basic = tests::basic_auth;
     let mx = mx_event(0);
     assert_eq!(d.post(MX, mx.as_bytes(), &[]).status, 401, "no credentials");
     assert_eq!(
@@ -379,29 +376,6 @@ fn each_auth_scheme_accepts_the_right_credentials_and_rejects_the_rest() {
 }
 
 /// Minimal base64 for the test's Basic header, so the test does not trust the code it checks.
-mod base64_free {
-    pub(crate) fn encode(bytes: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-}
-
 #[test]
 fn malformed_bodies_get_202_and_a_quarantine_entry_and_oversized_ones_413() {
     let j = journeyd();

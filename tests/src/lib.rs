@@ -11,6 +11,7 @@ use serde_json::Value;
 pub struct Journeyd {
     exe: PathBuf,
     dir: tempfile::TempDir,
+    umask: Option<u32>,
 }
 
 /// What one run printed and how it ended.
@@ -58,7 +59,15 @@ impl Journeyd {
         Journeyd {
             exe: PathBuf::from(exe),
             dir: tempfile::tempdir().expect("temporary directory"),
+            umask: None,
         }
+    }
+
+    /// Runs every command under this umask (through `sh`, which sets it and then becomes
+    /// journeyd), as a service with a careless umask would.
+    pub fn with_umask(mut self, umask: u32) -> Journeyd {
+        self.umask = Some(umask);
+        self
     }
 
     /// The database file.
@@ -74,7 +83,16 @@ impl Journeyd {
     /// `journeyd --db DB ARGS` in the test's directory, with no `JOURNEYD_*` variable from the
     /// environment but `synchronous=normal`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.exe);
+        let mut c = match self.umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("JOURNEYD_") {
                 c.env_remove(k);
@@ -153,6 +171,28 @@ pub fn seeds() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/events/tests/seeds")
 }
 
+/// An `Authorization: Basic` value for `user:password`.
+pub fn basic_auth(user_colon_password: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    for chunk in user_colon_password.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A path as the `&str` the command line takes.
 pub fn arg(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
@@ -189,8 +229,13 @@ impl Journeyd {
     /// Starts `journeyd serve` on 127.0.0.1:0 with `args`; waits until it listens and its
     /// projector has caught up with the log as it was at the start (`snapshots current`).
     pub fn serve(&self, args: &[&str]) -> Daemon {
+        self.serve_with_env(args, &[])
+    }
+
+    /// As [`Journeyd::serve`], with these `JOURNEYD_*` variables set for the daemon.
+    pub fn serve_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let d = self
-            .try_serve(args)
+            .try_serve_with_env(args, env)
             .unwrap_or_else(|log| panic!("journeyd serve did not start:\n{log}"));
         let started = std::time::Instant::now();
         while !d.log().contains("snapshots current") {
@@ -207,12 +252,17 @@ impl Journeyd {
     /// Starts `journeyd serve` and returns once it listens, with the projector perhaps still
     /// catching up; the log if it exits before listening.
     pub fn try_serve(&self, args: &[&str]) -> Result<Daemon, String> {
+        self.try_serve_with_env(args, &[])
+    }
+
+    fn try_serve_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Daemon, String> {
         use std::io::BufRead;
         let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let mut child = self
             .command(&all)
             .env("JOURNEYD_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -8,9 +8,11 @@
 //! cargo run --release -p bench -- rebuild --events 5000000
 //! cargo build --release -p journeyd -p bench && target/release/bench http --seconds 5
 //! target/release/bench --dir /var/tmp soak --events 10000000 --svg docs/soak.svg
+//! target/release/bench disk journeyd.db
 //! ```
 
 mod cpu;
+mod disk;
 mod http;
 mod soak;
 mod writer;
@@ -113,9 +115,17 @@ enum Command {
         /// Also plot latency, throughput and WAL size to this SVG file.
         #[arg(long)]
         svg: Option<PathBuf>,
+        /// Move the database here at the end (same file system), for `bench disk`.
+        #[arg(long)]
+        keep_db: Option<PathBuf>,
         /// Arguments for `journeyd serve`, after `--`.
         #[arg(last = true)]
         serve_args: Vec<String>,
+    },
+    /// Disk use per event of a journeyd database: each table and index, from SQLite's `dbstat`.
+    Disk {
+        /// The database file (read only; stop the daemon first for a file without a WAL).
+        db: PathBuf,
     },
     /// The parse-only baseline server, for `http` (not for direct use).
     #[command(hide = true)]
@@ -164,6 +174,7 @@ fn main() -> anyhow::Result<()> {
             journeyd,
             csv,
             svg,
+            keep_db,
             serve_args,
         } => soak::run(
             dir.path(),
@@ -179,8 +190,10 @@ fn main() -> anyhow::Result<()> {
                 csv,
                 svg,
                 serve_args,
+                keep_db,
             },
         ),
+        Command::Disk { db } => disk::run(&db),
         Command::Writer {
             events,
             group,

@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) svg: Option<PathBuf>,
     /// Arguments for `journeyd serve` after the benchmark's own.
     pub(crate) serve_args: Vec<String>,
+    /// Where to move the database at the end, rather than delete it (for `bench disk`).
+    pub(crate) keep_db: Option<PathBuf>,
 }
 
 /// One slice's figures.
@@ -174,6 +176,10 @@ pub(crate) fn run(dir: &Path, s: &Settings) -> anyhow::Result<()> {
         slices.push(slice);
     }
     stop(daemon);
+    if let Some(keep) = &s.keep_db {
+        std::fs::rename(&db, keep)
+            .with_context(|| format!("cannot move the database to {}", keep.display()))?;
+    }
     summary(&slices);
     if let Some(path) = &s.csv {
         write_csv(path, &slices)?;

@@ -39,6 +39,25 @@ impl fmt::Display for Rejection {
     }
 }
 
+impl Rejection {
+    /// The reason without a byte of the body (its `Display` may quote a token of it): what a
+    /// log line may say of a body that holds payment and identity data.
+    pub fn summary(&self) -> String {
+        match self {
+            Rejection::Empty => "empty body".to_owned(),
+            Rejection::NotUtf8 { offset } => format!("not UTF-8 at offset {offset}"),
+            Rejection::NotJson(e) => {
+                let what = if e.message.starts_with("nesting deeper") {
+                    "too deep"
+                } else {
+                    "not JSON"
+                };
+                format!("{what} at line {}, column {}", e.line, e.column)
+            }
+        }
+    }
+}
+
 impl std::error::Error for Rejection {}
 
 /// Splits a body from `source` into events.

@@ -68,6 +68,15 @@ pub enum ConfigError {
 }
 
 impl Scheme {
+    /// The scheme's name in a credential's label: `basic`, `bearer` or `secret`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scheme::Basic(_) => "basic",
+            Scheme::Bearer(_) => "bearer",
+            Scheme::StandardWebhooks(_) => "secret",
+        }
+    }
+
     /// HTTP Basic from `USER:PASSWORD`.
     pub fn basic(user_colon_password: &str) -> Result<Scheme, ConfigError> {
         if user_colon_password.is_empty() {
@@ -121,16 +130,34 @@ pub enum Refused {
     Stale,
 }
 
-/// The schemes that authenticate one source. None configured: every request is accepted.
+/// The credentials that authenticate one source (or the read API). None configured: every
+/// request is accepted. Several of one scheme may be configured at once, old and new during a
+/// rotation; each has a label that is not secret, its scheme and its place among that scheme's
+/// credentials (`bearer-1`, `bearer-2`), for metrics and logs to say which one a sender used.
 #[derive(Debug, Clone, Default)]
 pub struct SourceAuth {
     schemes: Vec<Scheme>,
+    labels: Vec<String>,
 }
 
 impl SourceAuth {
     /// Accepts a request that satisfies any one of `schemes`.
     pub fn new(schemes: Vec<Scheme>) -> SourceAuth {
-        SourceAuth { schemes }
+        let mut seen: Vec<&str> = Vec::new();
+        let labels = schemes
+            .iter()
+            .map(|s| {
+                seen.push(s.kind());
+                let n = seen.iter().filter(|k| **k == s.kind()).count();
+                format!("{}-{n}", s.kind())
+            })
+            .collect();
+        SourceAuth { schemes, labels }
+    }
+
+    /// The credentials' labels, in the order they were given.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     /// Whether anything is configured.
@@ -169,13 +196,24 @@ impl SourceAuth {
     /// Checks a request's headers and raw body against the configured schemes. `now` is Unix
     /// seconds (time comes in as an argument).
     pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Refused> {
+        self.authenticate(headers, body, now).map(|_| ())
+    }
+
+    /// As [`SourceAuth::check`], saying which credential authenticated the request: its label,
+    /// or `None` when nothing is configured.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Option<&str>, Refused> {
         if self.schemes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut worst = Refused::Missing;
-        for scheme in &self.schemes {
+        for (scheme, label) in self.schemes.iter().zip(&self.labels) {
             match check_one(scheme, headers, body, now) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Some(label)),
                 // Report the most specific reason any scheme gave.
                 Err(Refused::Missing) => {}
                 Err(e) => worst = e,

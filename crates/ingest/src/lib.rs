@@ -104,12 +104,18 @@ fn unavailable(message: &str) -> Response {
     unavailable_for(message, "1")
 }
 
-/// The request id: the sender's `x-request-id` if it gave a sane one, else a new UUID.
+/// The request id, in the deliveries table and the log: the sender's `x-request-id` when it
+/// is an id (1 to 128 letters, digits, `-`, `_`, `.`, `:`), else a new UUID. Anything else in
+/// that header (a name, a sentence) stays out of the log, with every other header value.
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
@@ -165,11 +171,14 @@ async fn receive_in_span(
     };
     let now_ms = (ingest.now)();
     // Header-only schemes are checked before a byte of the body is read.
-    if !auth.needs_body()
-        && let Err(refused) = auth.check(&headers, &[], now_ms / 1000)
-    {
-        tracing::info!(reason = %refused, "refused");
-        return closing(unauthorized(auth, &refused));
+    if !auth.needs_body() {
+        match auth.authenticate(&headers, &[], now_ms / 1000) {
+            Ok(label) => ingest.metrics.authenticated(source.as_str(), label),
+            Err(refused) => {
+                tracing::info!(reason = %refused, "refused");
+                return closing(unauthorized(auth, &refused));
+            }
+        }
     }
     // A declared length over the limit is refused before a byte of the body is read, and
     // before a client that sent `Expect: 100-continue` is told to send it.
@@ -185,11 +194,14 @@ async fn receive_in_span(
         Ok(b) => b,
         Err(response) => return closing(response),
     };
-    if auth.needs_body()
-        && let Err(refused) = auth.check(&headers, &bytes, now_ms / 1000)
-    {
-        tracing::info!(reason = %refused, "refused");
-        return unauthorized(auth, &refused);
+    if auth.needs_body() {
+        match auth.authenticate(&headers, &bytes, now_ms / 1000) {
+            Ok(label) => ingest.metrics.authenticated(source.as_str(), label),
+            Err(refused) => {
+                tracing::info!(reason = %refused, "refused");
+                return unauthorized(auth, &refused);
+            }
+        }
     }
     store_body(ingest, source, &headers, id, now_ms, bytes).await
 }
@@ -264,17 +276,31 @@ async fn read_body(
 const PARSER_PANIC: &str =
     "the parser failed on this body (a bug in journeyd); it is kept for replay after a fix";
 
+/// Why a body goes to quarantine: the reason stored and answered, which may quote a token of
+/// the body, and the same without a byte of it, for the log.
+#[derive(Debug)]
+struct Rejected {
+    reason: String,
+    summary: String,
+}
+
 /// Splits a body into events, or says why it goes to quarantine. The parser is property-tested
 /// never to panic; should it still, the body is quarantined rather than lost with the request.
 fn split_body(
     parse: impl FnOnce() -> Result<Vec<events::Event>, events::Rejection>,
-) -> Result<Vec<events::Event>, String> {
+) -> Result<Vec<events::Event>, Rejected> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
         Ok(Ok(events)) => Ok(events),
-        Ok(Err(rejection)) => Err(rejection.to_string()),
+        Ok(Err(rejection)) => Err(Rejected {
+            reason: rejection.to_string(),
+            summary: rejection.summary(),
+        }),
         Err(_) => {
             tracing::error!("the parser panicked; the body goes to quarantine");
-            Err(PARSER_PANIC.to_owned())
+            Err(Rejected {
+                reason: PARSER_PANIC.to_owned(),
+                summary: PARSER_PANIC.to_owned(),
+            })
         }
     }
 }
@@ -306,6 +332,7 @@ async fn store_body(
     };
     // What `on_stored` is told, taken before the events move to the writer.
     let mut stored_keys = Vec::new();
+    let mut summary = None;
     let body = match parsed {
         Ok(events) => {
             if ingest.on_stored.is_some() {
@@ -314,11 +341,14 @@ async fn store_body(
             store::Body::Events(events)
         }
         // Only a rejected body needs its headers kept.
-        Err(reason) => store::Body::Quarantine(Quarantined {
-            reason,
-            headers: selected_headers(headers),
-            bytes: bytes.to_vec(),
-        }),
+        Err(Rejected { reason, summary: s }) => {
+            summary = Some(s);
+            store::Body::Quarantine(Quarantined {
+                reason,
+                headers: selected_headers(headers),
+                bytes: bytes.to_vec(),
+            })
+        }
     };
     let quarantine_reason = match &body {
         store::Body::Quarantine(q) => Some(q.reason.clone()),
@@ -360,7 +390,13 @@ async fn store_body(
             }
             match quarantine_reason {
                 Some(reason) => {
-                    tracing::info!(%reason, "quarantined");
+                    // The stored reason may quote the body; the log says where, not what.
+                    tracing::info!(
+                        reason = summary.as_deref().unwrap_or_default(),
+                        size,
+                        id = receipts.first().and_then(|r| r.quarantine_id),
+                        "quarantined"
+                    );
                     (
                         StatusCode::ACCEPTED,
                         axum::Json(serde_json::json!({"quarantined": true, "reason": reason})),
@@ -388,8 +424,8 @@ mod tests {
 
     #[test]
     fn a_parser_panic_becomes_a_quarantine_reason_not_a_lost_body() {
-        let reason = split_body(|| panic!("a parser bug")).expect_err("quarantined");
-        assert_eq!(reason, PARSER_PANIC);
+        let rejected = split_body(|| panic!("a parser bug")).expect_err("quarantined");
+        assert_eq!(rejected.reason, PARSER_PANIC);
     }
 
     #[test]
@@ -397,8 +433,23 @@ mod tests {
         let body = br#"{"action":"created","goal":{"guid":"GOL-1","revision":1}}"#;
         let events = split_body(|| events::parse_delivery(Source::Mx, body)).expect("events");
         assert_eq!(events.len(), 1);
-        let reason = split_body(|| events::parse_delivery(Source::Mx, b"{")).expect_err("bad");
-        assert_ne!(reason, PARSER_PANIC);
-        assert!(!reason.is_empty());
+        let rejected = split_body(|| events::parse_delivery(Source::Mx, b"{")).expect_err("bad");
+        assert_ne!(rejected.reason, PARSER_PANIC);
+        assert!(!rejected.reason.is_empty());
+    }
+
+    /// The log's summary of a rejected body says where it stopped parsing, never what it
+    /// found there: the stored reason may quote a cardholder's name.
+    #[test]
+    fn the_summary_of_a_rejected_body_quotes_none_of_it() {
+        let body = br#"{"cardholderName": nJohnSmith}"#;
+        let rejected =
+            split_body(|| events::parse_delivery(Source::Mx, body)).expect_err("not JSON");
+        assert!(
+            rejected.reason.contains("nJohnSmith"),
+            "{}",
+            rejected.reason
+        );
+        assert_eq!(rejected.summary, "not JSON at line 1, column 20");
     }
 }

@@ -24,12 +24,20 @@ struct RejectLabels {
     reason: String,
 }
 
-/// Counters of what the webhook routes stored and refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    endpoint: String,
+    credential: String,
+}
+
+/// Counters of what the webhook routes stored and refused, and of the credentials that
+/// authenticated requests.
 #[derive(Clone, Debug, Default)]
 pub struct IngestMetrics {
     events: Family<EventLabels, Counter>,
     quarantined: Family<SourceLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    credentials: Family<CredentialLabels, Counter>,
 }
 
 /// Why a webhook was answered 503.
@@ -70,10 +78,39 @@ impl IngestMetrics {
             self.quarantined.clone(),
         );
         registry.register(
+            "journeyd_credential_uses",
+            "Requests authenticated, by endpoint (a webhook source, or api) and by the label of the credential that matched (never its value): during a rotation, when the old one stops rising, it is no longer used",
+            self.credentials.clone(),
+        );
+        registry.register(
             "journeyd_webhooks_unavailable",
             "Webhooks answered 503 (nothing stored), by source and reason",
             self.rejected.clone(),
         );
+    }
+
+    /// Shows each of an endpoint's credentials at zero from the start, so that an alert on an
+    /// old credential's use sees its first request.
+    pub fn credentials(&self, endpoint: &str, labels: &[String]) {
+        for label in labels {
+            let _ = self.credentials.get_or_create(&CredentialLabels {
+                endpoint: endpoint.to_owned(),
+                credential: label.clone(),
+            });
+        }
+    }
+
+    /// Counts a request that credential `label` of `endpoint` authenticated (`None`: nothing
+    /// is configured there, and nothing is counted).
+    pub fn authenticated(&self, endpoint: &str, label: Option<&str>) {
+        if let Some(label) = label {
+            self.credentials
+                .get_or_create(&CredentialLabels {
+                    endpoint: endpoint.to_owned(),
+                    credential: label.to_owned(),
+                })
+                .inc();
+        }
     }
 
     pub(crate) fn stored(&self, source: Source, r: &Receipt) {

@@ -267,10 +267,11 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
 }
 
 async fn require_token(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
-    if let Some(auth) = &api.token
-        && let Err(refused) = auth.check(request.headers(), &[], 0)
-    {
-        return ingest::unauthorized(auth, &refused);
+    if let Some(auth) = &api.token {
+        match auth.authenticate(request.headers(), &[], 0) {
+            Ok(label) => api.metrics.ingest.authenticated("api", label),
+            Err(refused) => return ingest::unauthorized(auth, &refused),
+        }
     }
     next.run(request).await
 }

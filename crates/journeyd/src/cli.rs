@@ -151,64 +151,141 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: std::net::SocketAddr,
 
-    /// MX: accept HTTP Basic with these credentials.
+    /// MX: accept HTTP Basic with these credentials. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mx-basic-auth-file.
     #[arg(
         long,
         env = "JOURNEYD_MX_BASIC_AUTH",
         value_name = "USER:PASS",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mx_basic_auth: Option<Redacted>,
-    /// MX: accept this static bearer token.
+    pub(crate) mx_basic_auth: Vec<Redacted>,
+    /// As --mx-basic-auth, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_BASIC_AUTH_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mx_basic_auth_file: Vec<PathBuf>,
+    /// MX: accept this static bearer token. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mx-bearer-token-file.
     #[arg(
         long,
         env = "JOURNEYD_MX_BEARER_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mx_bearer_token: Option<Redacted>,
-    /// MX: accept Standard Webhooks signatures made with this secret.
+    pub(crate) mx_bearer_token: Vec<Redacted>,
+    /// As --mx-bearer-token, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_BEARER_TOKEN_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mx_bearer_token_file: Vec<PathBuf>,
+    /// MX: accept Standard Webhooks signatures made with this secret. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mx-webhook-secret-file.
     #[arg(
         long,
         env = "JOURNEYD_MX_WEBHOOK_SECRET",
         value_name = "whsec_...",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mx_webhook_secret: Option<Redacted>,
+    pub(crate) mx_webhook_secret: Vec<Redacted>,
+    /// As --mx-webhook-secret, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MX_WEBHOOK_SECRET_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mx_webhook_secret_file: Vec<PathBuf>,
 
-    /// Mobile Journeys: accept HTTP Basic with these credentials.
+    /// Mobile Journeys: accept HTTP Basic with these credentials. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mobile-journeys-basic-auth-file.
     #[arg(
         long,
         env = "JOURNEYD_MOBILE_JOURNEYS_BASIC_AUTH",
         value_name = "USER:PASS",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mobile_journeys_basic_auth: Option<Redacted>,
-    /// Mobile Journeys: accept this static bearer token.
+    pub(crate) mobile_journeys_basic_auth: Vec<Redacted>,
+    /// As --mobile-journeys-basic-auth, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_BASIC_AUTH_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mobile_journeys_basic_auth_file: Vec<PathBuf>,
+    /// Mobile Journeys: accept this static bearer token. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mobile-journeys-bearer-token-file.
     #[arg(
         long,
         env = "JOURNEYD_MOBILE_JOURNEYS_BEARER_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mobile_journeys_bearer_token: Option<Redacted>,
-    /// Mobile Journeys: accept Standard Webhooks signatures made with this secret.
+    pub(crate) mobile_journeys_bearer_token: Vec<Redacted>,
+    /// As --mobile-journeys-bearer-token, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_BEARER_TOKEN_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mobile_journeys_bearer_token_file: Vec<PathBuf>,
+    /// Mobile Journeys: accept Standard Webhooks signatures made with this secret. Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --mobile-journeys-webhook-secret-file.
     #[arg(
         long,
         env = "JOURNEYD_MOBILE_JOURNEYS_WEBHOOK_SECRET",
         value_name = "whsec_...",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) mobile_journeys_webhook_secret: Option<Redacted>,
+    pub(crate) mobile_journeys_webhook_secret: Vec<Redacted>,
+    /// As --mobile-journeys-webhook-secret, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_MOBILE_JOURNEYS_WEBHOOK_SECRET_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) mobile_journeys_webhook_secret_file: Vec<PathBuf>,
 
-    /// Require `Authorization: Bearer TOKEN` on the read API (`/v1/...`).
+    /// Require `Authorization: Bearer TOKEN` on the read API (`/v1/...`). Repeat it to accept several at once (a rotation); visible to other local users
+    /// in the process list: prefer --api-token-file.
     #[arg(
         long,
         env = "JOURNEYD_API_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        action = clap::ArgAction::Append
     )]
-    pub(crate) api_token: Option<Redacted>,
+    pub(crate) api_token: Vec<Redacted>,
+    /// As --api-token, read from a file: one per line (a line's end and blank lines are not
+    /// part of it). Repeatable.
+    #[arg(
+        long,
+        env = "JOURNEYD_API_TOKEN_FILE",
+        value_name = "PATH",
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) api_token_file: Vec<PathBuf>,
 
     /// The largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "JOURNEYD_MAX_BODY", default_value_t = 1024 * 1024, value_name = "BYTES")]
@@ -266,7 +343,24 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=65_536)
     )]
     pub(crate) wal_mib: u64,
+
+    /// The credential flags given on the command line itself (not the environment or a file),
+    /// each of which draws a warning: the process list shows them to every local user. Filled
+    /// from clap's matches after parsing.
+    #[arg(skip)]
+    pub(crate) on_command_line: Vec<&'static str>,
 }
+
+/// The ids of [`ServeArgs`]' credential flags that take a value on the command line.
+pub(crate) const CREDENTIAL_FLAGS: [&str; 7] = [
+    "mx_basic_auth",
+    "mx_bearer_token",
+    "mx_webhook_secret",
+    "mobile_journeys_basic_auth",
+    "mobile_journeys_bearer_token",
+    "mobile_journeys_webhook_secret",
+    "api_token",
+];
 
 /// A credential from the command line or the environment. `Debug` shows `[redacted]`, so the
 /// parsed arguments can be logged or printed whole without a secret in them.
@@ -411,8 +505,40 @@ mod tests {
             panic!("serve")
         };
         assert_eq!(
-            serve.api_token.as_ref().map(Redacted::expose),
-            Some("hunter2-api")
+            serve
+                .api_token
+                .iter()
+                .map(Redacted::expose)
+                .collect::<Vec<_>>(),
+            ["hunter2-api"]
+        );
+    }
+
+    /// Each credential flag may be repeated (old and new during a rotation), and so may its
+    /// `-file` form.
+    #[test]
+    fn credential_flags_and_their_files_may_be_repeated() {
+        let cli = Cli::try_parse_from([
+            "journeyd",
+            "serve",
+            "--mx-bearer-token",
+            "old",
+            "--mx-bearer-token",
+            "new",
+            "--api-token-file",
+            "/a",
+            "--api-token-file",
+            "/b",
+        ])
+        .expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        let tokens: Vec<&str> = serve.mx_bearer_token.iter().map(Redacted::expose).collect();
+        assert_eq!(tokens, ["old", "new"]);
+        assert_eq!(
+            serve.api_token_file,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
         );
     }
 

@@ -22,8 +22,6 @@ mod unprojected;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Runs journeyd with the process's arguments and environment.
 pub fn main() -> ExitCode {
     run_with_args(std::env::args_os())
@@ -36,7 +34,24 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let parsed = <cli::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| {
+            // Which credentials were typed on the command line, for `serve` to warn of.
+            let on_command_line: Vec<&'static str> = match matches.subcommand() {
+                Some(("serve", m)) => cli::CREDENTIAL_FLAGS
+                    .into_iter()
+                    .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut cli = <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+            if let cli::Command::Serve(serve) = &mut cli.command {
+                serve.on_command_line = on_command_line;
+            }
+            Ok(cli)
+        });
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // Prints help or the usage error; exits 0 for --help/--version, 2 otherwise.

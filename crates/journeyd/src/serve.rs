@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -186,8 +186,9 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> 
 fn lock(db: &Path) -> anyhow::Result<File> {
     let lock = lock_path(db);
     let path = lock.display();
-    let file =
-        File::create(&lock).with_context(|| format!("cannot create the lock file {path}"))?;
+    let file = store::owner_only(File::options().write(true).create(true).truncate(true))
+        .open(&lock)
+        .with_context(|| format!("cannot create the lock file {path}"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -234,32 +235,71 @@ fn lock_path(db: &Path) -> std::path::PathBuf {
     path.into()
 }
 
-fn source_auth(
-    source: &str,
-    basic: &Option<Redacted>,
-    bearer: &Option<Redacted>,
-    secret: &Option<Redacted>,
-) -> anyhow::Result<SourceAuth> {
+/// One kind of credential of an endpoint, as configured: the flag, its values from the
+/// command line or the environment, and the files to read more from.
+struct CredentialFlag<'a> {
+    flag: &'static str,
+    values: &'a [Redacted],
+    files: &'a [PathBuf],
+    scheme: fn(&str) -> Result<Scheme, ingest::auth::ConfigError>,
+}
+
+/// The credentials of one endpoint (a webhook source, or `api`), in the order given: each
+/// flag's values, then each of its files' lines. Logs each one's label and where it came from
+/// (never its value), so that an operator rotating one knows which label is the old one.
+fn credentials(endpoint: &str, flags: &[CredentialFlag<'_>]) -> anyhow::Result<SourceAuth> {
     let mut schemes = Vec::new();
-    if let Some(b) = basic {
-        schemes.push(credential(
-            Scheme::basic(b.expose()),
-            &format!("--{source}-basic-auth"),
-        )?);
+    let mut origins = Vec::new();
+    for f in flags {
+        for v in f.values {
+            schemes.push(credential((f.scheme)(v.expose()), f.flag)?);
+            origins.push(f.flag.to_owned());
+        }
+        for path in f.files {
+            let flag = format!("{}-file", f.flag);
+            let text = read_secret_file(path, &flag)?;
+            let mut found = false;
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+                let origin = format!("{flag} {}, line {}", path.display(), n + 1);
+                schemes.push(credential((f.scheme)(line), &origin)?);
+                origins.push(origin);
+                found = true;
+            }
+            if !found {
+                return Err(crate::Usage(format!(
+                    "{flag}: {} holds no credential",
+                    path.display()
+                ))
+                .into());
+            }
+        }
     }
-    if let Some(t) = bearer {
-        schemes.push(credential(
-            Scheme::bearer(t.expose()),
-            &format!("--{source}-bearer-token"),
-        )?);
+    let auth = SourceAuth::new(schemes);
+    if !auth.is_open() {
+        let list: Vec<String> = auth
+            .labels()
+            .iter()
+            .zip(&origins)
+            .map(|(label, origin)| format!("{label} ({origin})"))
+            .collect();
+        tracing::info!(endpoint, credentials = %list.join(", "), "credentials accepted");
     }
-    if let Some(s) = secret {
-        schemes.push(credential(
-            Scheme::standard_webhooks(s.expose()),
-            &format!("--{source}-webhook-secret"),
-        )?);
+    Ok(auth)
+}
+
+/// A credential file's text. One that other users may read draws a warning: it is as good
+/// as the credential. Unreadable, it is bad usage (exit 2): restarting cannot mend it.
+fn read_secret_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::Usage(format!("{flag}: cannot read {}: {e}", path.display())))?;
+    if let Some(mode) = store::open_to_others(path).filter(|mode| mode & 0o004 != 0) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:04o}"),
+            "a credential file is readable by every local user: chmod 600 it (or 640, for a group of its own)"
+        );
     }
-    Ok(SourceAuth::new(schemes))
+    Ok(text)
 }
 
 /// A credential flag's scheme, or the bad usage its value is (exit status 2). The message
@@ -277,25 +317,69 @@ pub(crate) fn run(
     config: &projector::Config,
     args: &ServeArgs,
 ) -> anyhow::Result<()> {
-    let mx = source_auth(
+    let mx = credentials(
         "mx",
-        &args.mx_basic_auth,
-        &args.mx_bearer_token,
-        &args.mx_webhook_secret,
+        &[
+            CredentialFlag {
+                flag: "--mx-basic-auth",
+                values: &args.mx_basic_auth,
+                files: &args.mx_basic_auth_file,
+                scheme: Scheme::basic,
+            },
+            CredentialFlag {
+                flag: "--mx-bearer-token",
+                values: &args.mx_bearer_token,
+                files: &args.mx_bearer_token_file,
+                scheme: Scheme::bearer,
+            },
+            CredentialFlag {
+                flag: "--mx-webhook-secret",
+                values: &args.mx_webhook_secret,
+                files: &args.mx_webhook_secret_file,
+                scheme: Scheme::standard_webhooks,
+            },
+        ],
     )?;
-    let mj = source_auth(
+    let mj = credentials(
         "mobile-journeys",
-        &args.mobile_journeys_basic_auth,
-        &args.mobile_journeys_bearer_token,
-        &args.mobile_journeys_webhook_secret,
+        &[
+            CredentialFlag {
+                flag: "--mobile-journeys-basic-auth",
+                values: &args.mobile_journeys_basic_auth,
+                files: &args.mobile_journeys_basic_auth_file,
+                scheme: Scheme::basic,
+            },
+            CredentialFlag {
+                flag: "--mobile-journeys-bearer-token",
+                values: &args.mobile_journeys_bearer_token,
+                files: &args.mobile_journeys_bearer_token_file,
+                scheme: Scheme::bearer,
+            },
+            CredentialFlag {
+                flag: "--mobile-journeys-webhook-secret",
+                values: &args.mobile_journeys_webhook_secret,
+                files: &args.mobile_journeys_webhook_secret_file,
+                scheme: Scheme::standard_webhooks,
+            },
+        ],
     )?;
-    let token = match &args.api_token {
-        Some(t) => Some(SourceAuth::new(vec![credential(
-            Scheme::bearer(t.expose()),
-            "--api-token",
-        )?])),
-        None => None,
-    };
+    let token = credentials(
+        "api",
+        &[CredentialFlag {
+            flag: "--api-token",
+            values: &args.api_token,
+            files: &args.api_token_file,
+            scheme: Scheme::bearer,
+        }],
+    )?;
+    let token = (!token.is_open()).then_some(token);
+    for id in &args.on_command_line {
+        let flag = id.replace('_', "-");
+        let variable = format!("JOURNEYD_{}_FILE", id.to_ascii_uppercase());
+        tracing::warn!(
+            "--{flag} on the command line shows the credential to every local user in the process list: use --{flag}-file or {variable}"
+        );
+    }
     // A file `Store::open` would refuse gets no lock file beside it either.
     Store::check(db).with_context(|| format!("cannot open the database {}", db.display()))?;
     let _lock = lock(db)?;
@@ -318,6 +402,15 @@ pub(crate) fn run(
     }
 
     let metrics = Metrics::new();
+    for (endpoint, auth) in [
+        ("mx", Some(&mx)),
+        ("mobile-journeys", Some(&mj)),
+        ("api", token.as_ref()),
+    ] {
+        if let Some(auth) = auth {
+            metrics.ingest.credentials(endpoint, auth.labels());
+        }
+    }
     let wake = Arc::new(Wake::default());
     // Commit times by head seq, to measure ack-to-projected.
     let acks: Arc<Mutex<VecDeque<(i64, Instant)>>> = Arc::default();

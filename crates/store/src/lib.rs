@@ -220,12 +220,64 @@ pub struct Store {
     checkpointer: wal::Checkpointer,
 }
 
+/// Files journeyd creates hold payment and identity data: readable and writable by their owner
+/// only, whatever the umask. On Unix, `mode` 0600; elsewhere the platform's default.
+pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600)
+    }
+    #[cfg(not(unix))]
+    {
+        options
+    }
+}
+
+/// The group and other permission bits of `path`'s mode, when it has any (Unix only).
+pub fn open_to_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Makes the database file, owner-only, before SQLite does: SQLite creates a new database
+/// readable by everyone the umask lets in, and gives its `-wal` and `-shm` files the mode of
+/// the database. A database that is already there and open to others gets one warning, naming
+/// the fix; journeyd does not change the mode of a file it did not make.
+fn create_owner_only(path: &Path) -> Result<()> {
+    match owner_only(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Some(mode) = open_to_others(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the database is readable by other users, and it holds payment and identity data: chmod 600 it and its -wal and -shm files"
+                );
+            }
+            Ok(())
+        }
+        // SQLite says it better (a missing directory, a read-only file system): let it.
+        Err(_) => Ok(()),
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path`, applies pending migrations in one
-    /// transaction, and starts the writer thread.
+    /// Opens (creating if needed, owner-only) the database at `path`, applies pending
+    /// migrations in one transaction, and starts the writer thread.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         not_a_directory(&path)?;
+        create_owner_only(&path)?;
         let mut conn = Connection::open(&path)?;
         check_before_migrating(&conn, &path)?;
         configure_writer(&conn, options.synchronous, options.wal_reset_pages)?;
@@ -238,7 +290,7 @@ impl Store {
         let checkpointer = {
             let conn = Connection::open(&path)?;
             configure_common(&conn, READER_CACHE_KIB)?;
-            wal::Checkpointer::start(conn, Arc::clone(&wal), options.wal_reset_pages)?
+            wal::Checkpointer::start(conn, Arc::clone(&wal))?
         };
         let writer = writer::Writer::start(conn, &options, wal)?;
         Ok(Store {

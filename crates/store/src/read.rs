@@ -325,9 +325,7 @@ impl Reader {
         partial.push(name);
         partial.push(format!(".partial-{}-{stamp}", std::process::id()));
         let partial = dir.join(partial);
-        let holder = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let holder = crate::owner_only(std::fs::OpenOptions::new().write(true).create_new(true))
             .open(&partial)
             .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
         if let Err(e) = holder.try_lock() {

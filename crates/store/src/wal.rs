@@ -9,32 +9,34 @@
 //! grew to the writer's `wal_autocheckpoint` bound (400 MB), where the writer checkpointed
 //! inside a commit, and commits stalled for as long as that took.
 //!
-//! Here the writer makes the moment itself, and the checkpoint thread makes it short:
+//! Here the writer makes the moment itself:
 //!
 //! - SQLite tells the writer, after each commit, how many pages the WAL holds
 //!   (`sqlite3_wal_hook`, which also turns SQLite's own in-commit checkpoint off).
-//! - The checkpoint thread copies pages ten times a second while the WAL is short. Past seven
-//!   eighths of [`Options::wal_reset_pages`] it copies pass after pass, so that what is left
-//!   uncopied is never more than the commits of one pass.
-//! - Past the bound, between two groups (the last one already acknowledged), once the last
-//!   pass left at most a sixty-fourth of the bound uncopied, the writer runs
-//!   `wal_checkpoint(RESTART)`: it copies that rest, waits at most [`RESET_WAIT`] for readers
-//!   still on older snapshots, and the WAL starts over at the writer's next commit. The writer
-//!   is held up for that copy and one fsync of the database file: 5 to 30 ms on the machine of
-//!   `docs/BENCHMARKS.md`. Should the checkpoint thread never get that close (a disk slower
-//!   than the appends), the writer resets at one and a half times the bound whatever is left.
+//! - The checkpoint thread copies pages ten times a second, as before.
+//! - Past [`Options::wal_reset_pages`], between two groups (the last one already
+//!   acknowledged), once the checkpoint thread is between passes and has left at most a quarter
+//!   of the bound uncopied, the writer runs `wal_checkpoint(RESTART)`: it copies that rest,
+//!   waits at most [`RESET_WAIT`] for readers still on older snapshots, and the WAL starts over
+//!   at the writer's next commit. The writer is held up for that copy and one fsync of the
+//!   database file. Should that moment not come before one and a half times the bound (a disk
+//!   slower than the appends), the writer resets then, whatever is left to copy.
 //! - A reader that holds a snapshot longer than [`RESET_WAIT`] (a backup, a long replay) makes
 //!   the attempt give up and let the writer go on; the next comes after another half bound has
 //!   been written, so a long reader costs the writer one short wait per half bound, not one per
 //!   commit. The WAL grows meanwhile, as it must: SQLite cannot overwrite pages a reader may
 //!   still need.
 //!
+//! Copying pass after pass near the bound, to leave the writer less, was tried and measured:
+//! each pass ends with an fsync of the database file, and the appends lost a fifth of their
+//! throughput to them (decision 0018).
+//!
 //! [`Options::wal_reset_pages`]: crate::Options::wal_reset_pages
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -46,20 +48,8 @@ use crate::{Error, Result};
 /// is mid-copy) before it gives up and lets the writer go on.
 pub const RESET_WAIT: Duration = Duration::from_millis(20);
 
-/// Past seven eighths of the bound, the checkpoint thread copies pass after pass, so that the
-/// writer's reset finds little left to copy. Only then: each pass ends with an fsync of the
-/// database file, and passes back to back all the time cost the appends a fifth of their
-/// throughput (measured, decision 0018).
-fn eager_from(bound: u64) -> u64 {
-    bound - bound / 8
-}
-
-/// How often the checkpoint thread copies while the WAL is under seven eighths of its bound.
+/// How often the checkpoint thread copies.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-/// Past [`eager_from`], how long the checkpoint thread rests after a pass that found nothing
-/// new to copy.
-const EAGER_REST: Duration = Duration::from_millis(2);
 
 /// What one reset attempt did; handed to [`crate::Options::on_wal_reset`].
 #[derive(Debug, Clone)]
@@ -81,17 +71,12 @@ pub type WalResetHook = Arc<dyn Fn(&WalReset) + Send + Sync>;
 /// What the writer and the checkpoint thread tell each other.
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// Pages in the WAL after the writer's last commit.
-    pages: AtomicU64,
     /// The WAL's length as of the checkpoint thread's last pass, and how much of it was copied
     /// into the database file.
     passed: AtomicU64,
     copied: AtomicU64,
-    /// The checkpoint thread, for the writer to wake when the WAL passes [`eager_from`].
-    thread: OnceLock<Thread>,
     /// Held by the checkpoint thread through each pass, and by the writer through a reset: the
-    /// writer waits for the pass under way to end (no busy-wait in steps of milliseconds), and
-    /// no pass starts under the reset.
+    /// writer resets between two passes, and no pass starts under the reset.
     pass: Mutex<()>,
 }
 
@@ -157,27 +142,32 @@ impl Resetter {
     /// Called between groups, after a group's answers have gone out.
     pub(crate) fn after_commit(&mut self, conn: &Connection, busy_timeout: Duration) {
         let pages = pages_after_last_commit();
-        let before = self.shared.pages.swap(pages, Ordering::AcqRel);
-        if before < eager_from(self.bound)
-            && pages >= eager_from(self.bound)
-            && let Some(t) = self.shared.thread.get()
-        {
-            t.unpark();
-        }
         if pages < self.bound {
             // The WAL started over (this writer's reset, or an idle moment's): back to the
             // plain bound.
             self.next_attempt = self.bound;
             return;
         }
-        let uncopied = self.shared.uncopied(pages);
-        if pages < self.next_attempt
-            || (uncopied > self.bound / 64 && pages < self.bound + self.bound / 2)
-        {
+        if pages < self.next_attempt {
             return;
         }
+        let hard = pages >= self.bound + self.bound / 2;
         let started = Instant::now();
-        let pass = self.shared.pass.lock();
+        // Between two passes of the checkpoint thread, or at one and a half times the bound
+        // after the pass under way.
+        let pass = match self.shared.pass.try_lock() {
+            Ok(pass) => pass,
+            Err(TryLockError::WouldBlock) if !hard => return,
+            Err(_) => self
+                .shared
+                .pass
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        };
+        let uncopied = self.shared.uncopied(pages);
+        if uncopied > self.bound / 4 && !hard {
+            return;
+        }
         let done = match restart(conn, busy_timeout) {
             Ok(done) => done,
             Err(e) => {
@@ -243,7 +233,7 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(conn: Connection, shared: Arc<Shared>, bound: u64) -> Result<Checkpointer> {
+    pub(crate) fn start(conn: Connection, shared: Arc<Shared>) -> Result<Checkpointer> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let mine = Arc::clone(&shared);
@@ -251,12 +241,9 @@ impl Checkpointer {
             .name("journeyd-checkpoint".into())
             .spawn(move || {
                 let mut rest = CHECKPOINT_EVERY;
-                let mut last_copied = 0;
                 while !flag.load(Ordering::Relaxed) {
-                    // Woken early by `stop`, and by the writer at `eager_from`.
-                    if !rest.is_zero() {
-                        std::thread::park_timeout(rest);
-                    }
+                    // Woken early by `stop`, so closing a store never waits out the interval.
+                    std::thread::park_timeout(rest);
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
@@ -281,19 +268,10 @@ impl Checkpointer {
                     tracing::trace!(log, copied, "checkpoint pass");
                     mine.passed.store(log, Ordering::Release);
                     mine.copied.store(copied, Ordering::Release);
-                    let progressed = copied != last_copied;
-                    last_copied = copied;
-                    rest = if mine.pages.load(Ordering::Acquire) < eager_from(bound) {
-                        CHECKPOINT_EVERY
-                    } else if progressed && copied < log {
-                        Duration::ZERO
-                    } else {
-                        EAGER_REST
-                    };
+                    rest = CHECKPOINT_EVERY;
                 }
             })
             .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let _ = shared.thread.set(thread.thread().clone());
         Ok(Checkpointer {
             stop,
             thread: Some(thread),
