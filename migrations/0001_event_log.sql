@@ -1,4 +1,4 @@
--- journeyd event log: the source of truth (DESIGN.md section 5).
+-- journeyd event log: the source of truth (docs/contract.md section 5).
 -- Applied once, in one transaction, tracked by PRAGMA user_version. Never edit an applied
 -- migration: add a new numbered file.
 

@@ -1,4 +1,4 @@
--- Snapshots folded from the log (DESIGN.md sections 5 to 7). Everything here is derived: it can
+-- Snapshots folded from the log (docs/contract.md sections 5 to 7). Everything here is derived: it can
 -- be dropped and rebuilt from `events` at any time (`journeyd rebuild`). A rebuild creates each
 -- table again from the definition below (read back from sqlite_master), so this file is the one
 -- place the snapshot schema is written.

@@ -39,7 +39,7 @@ fn states(j: &tests::Journeyd) -> Vec<String> {
 }
 
 /// Blanks the member's `connection_status.received_at`: ordered by arrival, it is the one value
-/// that may differ between two databases (DESIGN.md invariant 4's exception).
+/// that may differ between two databases (docs/contract.md invariant 4's exception).
 fn mask_arrival(state: &str) -> String {
     let marker = r#""received_at":""#;
     match state.find(marker) {

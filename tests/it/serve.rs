@@ -456,7 +456,7 @@ fn a_stream_client_sees_a_change_within_a_second_and_can_resume() {
     assert!(wait_for(&mut stream, "text/event-stream").is_some());
     let started = Instant::now();
     assert_eq!(d.post(MJ, mj_event(7, 1).as_bytes(), &[]).status, 204);
-    // The data's fields in DESIGN.md's order: key, status (journeys), seq.
+    // The data's fields in the contract's order: key, status (journeys), seq.
     let id = wait_for(
         &mut stream,
         r#"data: {"key":"J-7","status":"opened","seq":1}"#,
@@ -650,7 +650,7 @@ fn another_process_s_import_shows_in_cached_point_reads() {
     );
 }
 
-/// DESIGN section 7: `journeyd rebuild` works while the daemon runs. The rebuild swaps in tables
+/// docs/contract.md section 7: `journeyd rebuild` works while the daemon runs. The rebuild swaps in tables
 /// folded up to the log head it saw, which may be behind what the daemon had projected by then:
 /// the snapshots go back. Point reads must not (decision 0013), and the daemon must pick up from
 /// the swapped checkpoint and end where a daemon that never saw a rebuild ends.
@@ -833,7 +833,7 @@ fn while_projection_fails_point_reads_fold_the_log_and_readyz_says_so() {
     assert_eq!(stored, 3);
 }
 
-/// DESIGN section 9: SIGTERM drains in-flight requests, lets the projector catch up and exits
+/// docs/contract.md section 9: SIGTERM drains in-flight requests, lets the projector catch up and exits
 /// 0 within 10 seconds. The signal comes while four clients are posting: every delivery that
 /// got its 204 is in the log, and the snapshots are at the head.
 #[test]
@@ -997,7 +997,7 @@ fn sigterm_during_the_start_up_catch_up_exits_0_and_the_next_start_finishes_it()
     assert_eq!(stats["journeys"]["total"], 2_000);
 }
 
-/// The daemon serves while its projector catches up at start-up (DESIGN.md 2.5 and 7), and no
+/// The daemon serves while its projector catches up at start-up (docs/contract.md 2.5 and 7), and no
 /// point read hides an event acknowledged before the start, though nothing noted its key: here
 /// another connection holds the write lock, so the projector can write nothing, and a journey
 /// imported without projection still reads whole. Webhooks wait for the writer meanwhile; lists

@@ -166,7 +166,7 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples")
 }
 
-/// The seed examples extracted verbatim from `shared/seeds/`.
+/// The seed examples: the provider pages' examples, verbatim.
 pub fn seeds() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/events/tests/seeds")
 }

@@ -1,7 +1,7 @@
 //! journeyd's vocabulary: what an event is, how it is identified and ordered, and how a provider's
 //! webhook body becomes events.
 //!
-//! This crate owns the provider payload shapes (DESIGN.md section 3), event identity and clocks
+//! This crate owns the provider payload shapes (docs/contract.md section 3), event identity and clocks
 //! (section 4) and the canonical JSON form identity is computed over. It does no I/O, knows no
 //! database, socket or async runtime, and cannot fail except by returning a [`Rejection`] for a
 //! body that is not JSON: time and bytes come in as arguments, events go out as values.

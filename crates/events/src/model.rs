@@ -222,7 +222,7 @@ impl Serialize for EventId {
 /// One normalized event, ready to append.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// Deterministic identity (DESIGN.md section 4).
+    /// Deterministic identity (docs/contract.md section 4).
     pub id: EventId,
     /// Who sent it.
     pub source: Source,

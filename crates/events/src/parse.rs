@@ -1,4 +1,4 @@
-//! Splitting a delivery body into normalized events (DESIGN.md section 3).
+//! Splitting a delivery body into normalized events (docs/contract.md section 3).
 //!
 //! A body is judged once as a whole (UTF-8, JSON, depth): if it fails, it has no events and goes
 //! to quarantine whole with a [`Rejection`]. If it is JSON, every element is judged on its own:
@@ -183,7 +183,7 @@ fn key(v: Option<&Value<'_>>) -> Option<String> {
 
 fn mobile_journeys_event(raw: &str, v: &Value<'_>) -> Event {
     // `eventTime` is the provider's processing time: a redelivery may carry another one, so it
-    // is not part of the identity (DESIGN.md section 4).
+    // is not part of the identity (docs/contract.md section 4).
     classify_mobile_journeys(v)
         .unwrap_or_else(Found::unknown)
         .into_event(Source::MobileJourneys, raw, v, Some("eventTime"))

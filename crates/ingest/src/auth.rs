@@ -1,4 +1,4 @@
-//! Webhook authentication, per source (DESIGN.md section 3): HTTP Basic, a static bearer token,
+//! Webhook authentication, per source (docs/contract.md section 3): HTTP Basic, a static bearer token,
 //! and Standard Webhooks HMAC-SHA256 signatures. Everything is checked on the raw request before
 //! the body is parsed, every comparison of a secret runs in constant time, and secrets never
 //! appear in `Debug` output, logs or errors.

@@ -1,5 +1,5 @@
 //! journeyd's webhook side: `POST /webhooks/mx` and `POST /webhooks/mobile-journeys`
-//! (DESIGN.md sections 3, 8 and 9).
+//! (docs/contract.md sections 3, 8 and 9).
 //!
 //! Each request goes: authenticate (on the raw bytes, before parsing) -> size limit -> split
 //! into events or keep whole for quarantine (`events`) -> queue for the writer without blocking

@@ -1,4 +1,4 @@
-//! The read API (DESIGN.md section 8): snapshots, lists, the log, stats, the live stream,
+//! The read API (docs/contract.md section 8): snapshots, lists, the log, stats, the live stream,
 //! health and metrics. Read-only: every query runs on a pooled read-only SQLite connection
 //! beside the writer (WAL); point lookups on the worker thread, scans on the blocking pool
 //! (decision 0008).
@@ -429,7 +429,7 @@ async fn resource(
     .await
 }
 
-/// Query parameters of `GET /v1/journeys`. An empty value (`?status=&limit=`, as DESIGN.md
+/// Query parameters of `GET /v1/journeys`. An empty value (`?status=&limit=`, as the contract
 /// section 8 writes the route) is the same as leaving the parameter out.
 #[derive(Debug, Deserialize)]
 pub(crate) struct JourneysQuery {
@@ -700,7 +700,7 @@ fn replay(r: &Reader, from: i64, settled: i64, max_events: usize) -> anyhow::Res
     Ok(out)
 }
 
-/// The `data` of a stream message, fields in DESIGN.md's order: `key`, `status` (journeys
+/// The `data` of a stream message, fields in the contract's order: `key`, `status` (journeys
 /// only), `seq`.
 #[derive(serde::Serialize)]
 struct ChangeData<'a> {

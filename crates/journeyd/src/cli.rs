@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md section 8). Every flag can also come from the environment
+//! The command line (docs/contract.md section 8). Every flag can also come from the environment
 //! variable named beside it.
 
 use std::path::PathBuf;

@@ -140,7 +140,7 @@ pub(crate) fn run(
     }
     let tally = pipeline.finish()?;
     progress.finish_and_clear();
-    // When import returns, the snapshots are current (DESIGN.md section 8).
+    // When import returns, the snapshots are current (docs/contract.md section 8).
     let projected = if args.no_project {
         Ok(Default::default())
     } else {

@@ -38,7 +38,7 @@ pub(crate) fn table(header: &[&str]) -> Table {
     t
 }
 
-/// An event record as the API and `--json` show it (DESIGN.md section 8).
+/// An event record as the API and `--json` show it (docs/contract.md section 8).
 #[derive(Serialize)]
 pub(crate) struct EventJson<'a> {
     seq: i64,
@@ -129,7 +129,7 @@ impl<'a> JourneysPage<'a> {
     }
 }
 
-/// A snapshot as the API and `--json` show it: `{"key", "state", "meta"}` (DESIGN.md section 6).
+/// A snapshot as the API and `--json` show it: `{"key", "state", "meta"}` (docs/contract.md section 6).
 #[derive(Serialize)]
 pub(crate) struct SnapshotJson<'a> {
     key: &'a str,

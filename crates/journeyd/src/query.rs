@@ -43,7 +43,7 @@ pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Resu
     }
 }
 
-/// The `stats` document: the same as `GET /v1/stats` (DESIGN.md section 8), then the log's
+/// The `stats` document: the same as `GET /v1/stats` (docs/contract.md section 8), then the log's
 /// breakdown.
 #[derive(Serialize)]
 pub(crate) struct Stats {

@@ -1,5 +1,5 @@
 //! `journeyd serve`: webhook ingest, the projector and the read API in one process
-//! (DESIGN.md sections 7 to 9).
+//! (docs/contract.md sections 7 to 9).
 //!
 //! Threads: tokio's workers serve HTTP; the store's writer thread commits; one projector thread
 //! catches up whenever the writer reports a commit (and every [`IDLE_WAKE`] otherwise, to notice
@@ -35,7 +35,7 @@ const DRAIN: Duration = Duration::from_secs(6);
 const RUNTIME_STOP: Duration = Duration::from_millis(500);
 /// How long the projector may work after that; whatever is left is folded at the next start.
 /// DRAIN + RUNTIME_STOP + FINAL_CATCH_UP is 8.5 s, which leaves the writer's last commits and
-/// closing the store 1.5 s of the 10 s DESIGN.md allows.
+/// closing the store 1.5 s of the 10 s the contract allows.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(2);
 /// Events per projector batch in the daemon, where batches follow commits and freshness matters
 /// more than the per-batch cost (`import` keeps the projector's default, 4,096). A projector that
@@ -447,7 +447,7 @@ pub(crate) fn run(
     .with_context(|| format!("cannot open the database {}", db.display()))?;
 
     // The projector thread brings the snapshots to the log head, rebuilding first any projection
-    // that other code or configuration built, while the daemon serves (DESIGN.md 2.5 and 7):
+    // that other code or configuration built, while the daemon serves (docs/contract.md 2.5 and 7):
     // until it gets there, lists, stats and streams answer from the tables as they are, and
     // `Unprojected` starts behind the head, so point reads fold every key from the log and none
     // hides an event acknowledged before this start (decision 0013).
@@ -1276,7 +1276,7 @@ mod tests {
         store.close();
     }
 
-    /// DESIGN.md section 8: errors are `{"error": {"code", "message"}}` "with the right
+    /// docs/contract.md section 8: errors are `{"error": {"code", "message"}}` "with the right
     /// status", the ones axum would answer by itself too: no route, a method a route does not
     /// take (with its `Allow` header), a key that is not UTF-8 once decoded.
     #[tokio::test]
@@ -1615,7 +1615,7 @@ mod tests {
         store.close();
     }
 
-    /// DESIGN.md section 8 writes the list route as `?status=&journey_id=&...`, and an HTML form
+    /// docs/contract.md section 8 writes the list route as `?status=&journey_id=&...`, and an HTML form
     /// sends unset fields that way: an empty value is a parameter left out. A value that is
     /// not empty and not valid is a documented 400 with the JSON error, and the schema in
     /// `/openapi.json` says which values are valid.

@@ -1,4 +1,4 @@
-//! The order-free parts every projection is built from (DESIGN.md section 6), and the input a
+//! The order-free parts every projection is built from (docs/contract.md section 6), and the input a
 //! fold reads.
 //!
 //! - [`Lww`]: a last-writer-wins register. The winner is the offer with the greatest [`Stamp`],
@@ -156,7 +156,7 @@ impl Stamp {
         }
     }
 
-    /// Ordered by arrival: the connection-status exception (DESIGN.md section 3).
+    /// Ordered by arrival: the connection-status exception (docs/contract.md section 3).
     pub fn arrival(seq: i64, id: EventId) -> Stamp {
         Stamp {
             major: seq,
@@ -213,7 +213,7 @@ impl<T> Lww<T> {
     }
 
     /// Offers a value that may be absent: an event that does not carry the field does not take
-    /// part (DESIGN.md section 6).
+    /// part (docs/contract.md section 6).
     pub fn offer_some(&mut self, stamp: Stamp, value: Option<T>) {
         if let Some(v) = value
             && self.0.as_ref().is_none_or(|(s, _)| stamp > *s)

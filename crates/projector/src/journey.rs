@@ -1,4 +1,4 @@
-//! The journey projection (key `correlation_id`): DESIGN.md section 6, "Journey".
+//! The journey projection (key `correlation_id`): docs/contract.md section 6, "Journey".
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,7 +42,7 @@ type Reached = (Option<Millis>, Option<Millis>);
 struct Payment {
     transaction_time: Option<Millis>,
     authorised: Option<bool>,
-    /// The amount as sent: a number's text or a string, untouched (DESIGN.md section 4).
+    /// The amount as sent: a number's text or a string, untouched (docs/contract.md section 4).
     amount: Option<String>,
     /// Its value, for `amount_authorised`, when it is a decimal that fits (28 digits).
     value: Option<Decimal>,

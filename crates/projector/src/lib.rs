@@ -1,5 +1,5 @@
 //! journeyd's projections: the log folded into one snapshot per journey, MX member, MX user and
-//! MX resource (DESIGN.md sections 6 and 7).
+//! MX resource (docs/contract.md sections 6 and 7).
 //!
 //! The folds ([`journey`], [`member`], [`user`], [`resource`]) are pure: `apply` takes a state and
 //! one event and does no I/O and cannot fail. Each state is built only from order-free parts

@@ -1,4 +1,4 @@
-//! The member projection (key `member_guid`): DESIGN.md section 6, "Member".
+//! The member projection (key `member_guid`): docs/contract.md section 6, "Member".
 
 use std::collections::{BTreeMap, BTreeSet};
 

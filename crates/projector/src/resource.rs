@@ -1,4 +1,4 @@
-//! The resource projection (key `"{type}/{guid}"`): DESIGN.md section 6, "Resource". Goals are
+//! The resource projection (key `"{type}/{guid}"`): docs/contract.md section 6, "Resource". Goals are
 //! also folded into their user with the same record.
 
 use events::Kind;

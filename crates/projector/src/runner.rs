@@ -1,4 +1,4 @@
-//! The runner: keeps the snapshot tables current with the log (DESIGN.md section 7).
+//! The runner: keeps the snapshot tables current with the log (docs/contract.md section 7).
 //!
 //! `catch_up` reads the log from the lowest checkpoint in batches. For each batch and projection
 //! it takes the fold of every key the batch touches, from the cache or by refolding the key's

@@ -1,4 +1,4 @@
-//! The user projection (key `user_guid`): DESIGN.md section 6, "User".
+//! The user projection (key `user_guid`): docs/contract.md section 6, "User".
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,4 +1,4 @@
-//! Snapshot tables and checkpoints: the SQL behind the projector (DESIGN.md sections 5 to 7).
+//! Snapshot tables and checkpoints: the SQL behind the projector (docs/contract.md sections 5 to 7).
 //!
 //! The store does not know what a snapshot contains; the projector hands it rows with their
 //! indexed columns and `state` JSON already rendered.

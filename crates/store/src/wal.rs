@@ -1,7 +1,7 @@
 //! Keeping the write-ahead log short while appends never stop (decision 0018).
 //!
 //! SQLite writes every commit to the end of the WAL, and copies committed pages into the
-//! database file at checkpoints (the checkpoint thread in `lib.rs`, off the commit path). It
+//! database file at checkpoints ([`Checkpointer`], a thread off the commit path). It
 //! starts the WAL over from its beginning only when a writer begins a transaction with every
 //! frame already copied and no reader left on a snapshot inside the WAL. Under continuous
 //! appends that moment never comes by itself: the writer begins its next group microseconds
@@ -44,8 +44,8 @@ use rusqlite::hooks::Wal;
 
 use crate::{Error, Result};
 
-/// How long a reset waits for readers on older snapshots (and for the checkpoint thread, if it
-/// is mid-copy) before it gives up and lets the writer go on.
+/// How long a reset waits for readers on older snapshots before it gives up and lets the
+/// writer go on.
 pub const RESET_WAIT: Duration = Duration::from_millis(20);
 
 /// How often the checkpoint thread copies.
