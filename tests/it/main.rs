@@ -1,6 +1,7 @@
 //! End-to-end tests: the real program, a fresh database each, driven as an operator would.
 
 mod cli;
+mod docs;
 mod import;
 mod projections;
 mod quarantine;

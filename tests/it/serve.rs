@@ -1128,10 +1128,40 @@ fn serve_refuses_a_foreign_database_and_a_taken_address_before_starting_anything
     let (code, stderr) = serve_to_its_end(&k, &["--listen", &addr]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(stderr.contains("--listen / JOURNEYD_LISTEN"), "{stderr}");
     for line in ["requests drained", "stopped"] {
         assert!(!stderr.contains(line), "{line}: {stderr}");
     }
     assert!(!k.db().exists(), "the database is not made");
+}
+
+/// A database in a folder that does not exist is refused by every command with a line that
+/// says so, and `serve` leaves no lock file behind.
+#[test]
+fn a_database_in_a_folder_that_does_not_exist_is_refused_by_every_command_saying_so() {
+    let j = journeyd();
+    let db = j.dir().join("no-such-folder").join("journeyd.db");
+    let example = tests::examples().join("mobile-journeys.json");
+    for args in [
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["import", tests::arg(&example)],
+        vec!["stats"],
+        vec!["events"],
+        vec!["journey", "J1"],
+        vec!["rebuild"],
+        vec!["quarantine", "list"],
+        vec!["backup", "copy.db"],
+    ] {
+        let run = j.run_on(&db, &args);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("in a folder that does not exist"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+    assert!(!j.dir().join("no-such-folder").exists(), "nothing was made");
 }
 
 #[test]

@@ -83,6 +83,20 @@ impl Journeyd {
     /// `journeyd --db DB ARGS` in the test's directory, with no `JOURNEYD_*` variable from the
     /// environment but `synchronous=normal`.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_on(&self.db(), args)
+    }
+
+    /// Runs `journeyd --db DB ARGS...` on another database than the test's own.
+    pub fn run_on(&self, db: &Path, args: &[&str]) -> Run {
+        Run::from(
+            self.command_on(db, args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("journeyd runs"),
+        )
+    }
+
+    fn command_on(&self, db: &Path, args: &[&str]) -> Command {
         let mut c = match self.umask {
             Some(mask) => {
                 let mut c = Command::new("sh");
@@ -101,7 +115,7 @@ impl Journeyd {
         // Tests check durability semantics elsewhere; here speed matters more than fsync.
         c.env("JOURNEYD_SYNCHRONOUS", "normal")
             .arg("--db")
-            .arg(self.db())
+            .arg(db)
             .args(args)
             .current_dir(self.dir.path());
         c

@@ -119,9 +119,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
-/// A route's query parameters, refused with the JSON error in journeyd's own words. A value
-/// that is not UTF-8 once percent-decoded is refused, not read with replacement characters
-/// (which would turn a cursor into another one), and so is a parameter given twice.
+/// A route's query parameters, refused with the JSON error in journeyd's own words, each error
+/// naming the parameter. A value that is not UTF-8 once percent-decoded is refused, not read
+/// with replacement characters (which would turn a cursor into another one), and so is a
+/// parameter given twice, and one the route does not take: a misspelt filter must not be
+/// answered with unfiltered data. `T` denies unknown fields; [`NoQuery`] for a route that
+/// takes none.
 pub(crate) struct QueryParams<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for QueryParams<T> {
@@ -130,11 +133,42 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         check_query(query).map_err(|m| ApiError::bad_request(&m))?;
-        serde_urlencoded::from_str(query)
+        let pairs = form_urlencoded_pairs(query);
+        serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
             .map(QueryParams)
-            .map_err(|e| ApiError::bad_request(&e.to_string()))
+            .map_err(|e| ApiError::bad_request(&query_error(&e)))
     }
 }
+
+fn form_urlencoded_pairs(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// A query error in words that name the parameter: `unknown query parameter `statuss`; this
+/// route takes `status`, `journey_id`, ...`, or `query parameter `limit`: ...`.
+fn query_error(e: &serde_path_to_error::Error<serde_urlencoded::de::Error>) -> String {
+    let inner = e.inner().to_string();
+    if let Some(rest) = inner.strip_prefix("unknown field ") {
+        let (name, expected) = rest.split_once(", ").unwrap_or((rest, ""));
+        let takes = match expected.strip_prefix("expected one of ") {
+            Some(list) => format!("this route takes {list}"),
+            None => match expected.strip_prefix("expected ") {
+                Some(one) => format!("this route takes {one}"),
+                None => "this route takes none".to_owned(),
+            },
+        };
+        return format!("unknown query parameter {name}; {takes}");
+    }
+    match e.path().to_string().as_str() {
+        "" | "." => inner,
+        name => format!("query parameter `{name}`: {inner}"),
+    }
+}
+
+/// The query of a route that takes no parameters: any one is refused by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
 
 /// Refuses a query string with a name or value that is not UTF-8 once percent-decoded (`+`
 /// being a space), or with a name given twice.
@@ -398,6 +432,7 @@ fn json_bytes(bytes: impl Into<Bytes>) -> Response {
 async fn journey(
     State(api): State<Arc<Api>>,
     Params(id): Params<String>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Journeys, id, "journey").await
 }
@@ -405,6 +440,7 @@ async fn journey(
 async fn member(
     State(api): State<Arc<Api>>,
     Params(guid): Params<String>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Members, guid, "member").await
 }
@@ -412,6 +448,7 @@ async fn member(
 async fn user(
     State(api): State<Arc<Api>>,
     Params(guid): Params<String>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Response, ApiError> {
     snapshot(&api, Projection::Users, guid, "user").await
 }
@@ -419,6 +456,7 @@ async fn user(
 async fn resource(
     State(api): State<Arc<Api>>,
     Params((resource_type, guid)): Params<(String, String)>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
 ) -> Result<Response, ApiError> {
     snapshot(
         &api,
@@ -432,6 +470,7 @@ async fn resource(
 /// Query parameters of `GET /v1/journeys`. An empty value (`?status=&limit=`, as the contract
 /// section 8 writes the route) is the same as leaving the parameter out.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct JourneysQuery {
     #[serde(default, deserialize_with = "empty_is_none")]
     status: Option<String>,
@@ -491,7 +530,9 @@ const MAX_LIMIT: usize = 1000;
 fn limit(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match asked {
         None => Ok(default),
-        Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
+        Some(0) => Err(ApiError::bad_request(
+            "query parameter `limit`: must be at least 1",
+        )),
         Some(n) => Ok(n.min(MAX_LIMIT)),
     }
 }
@@ -504,7 +545,7 @@ async fn list_journeys(
         && !["created", "opened", "paid", "completed"].contains(&s.as_str())
     {
         return Err(ApiError::bad_request(
-            "status must be created, opened, paid or completed",
+            "query parameter `status`: must be created, opened, paid or completed",
         ));
     }
     let limit = limit(q.limit, 50)?;
@@ -527,6 +568,7 @@ async fn list_journeys(
 
 /// Query parameters of the log routes; empty values as for [`JourneysQuery`].
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
     #[serde(default, deserialize_with = "seq")]
     after: Option<i64>,
@@ -579,7 +621,10 @@ async fn journey_events(
     }
 }
 
-async fn stats(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+async fn stats(
+    State(api): State<Arc<Api>>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
+) -> Result<Response, ApiError> {
     let bytes = api
         .pool
         .run(|r| Ok(serde_json::to_vec(&crate::query::stats_document(r)?)?))
@@ -735,6 +780,7 @@ fn sse_event(c: &Change) -> SseEvent {
 /// - another process moved the tables ([`Announcement::Resynced`]).
 async fn stream_changes(
     State(api): State<Arc<Api>>,
+    QueryParams(NoQuery {}): QueryParams<NoQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Ok(permit) = Arc::clone(&api.streams).try_acquire_owned() else {

@@ -147,8 +147,9 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on (`127.0.0.1:0` picks a free port and logs it).
-    #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT (`127.0.0.1:8080`, `0.0.0.0:8080`, `[::]:8080`), or
+    /// `localhost:PORT`; port 0 picks a free port and logs it.
+    #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub(crate) listen: std::net::SocketAddr,
 
     /// MX: accept HTTP Basic with these credentials. Repeat it to accept several at once (a rotation); visible to other local users
@@ -462,6 +463,23 @@ fn parse_synchronous(s: &str) -> Result<Synchronous, String> {
     s.parse()
 }
 
+/// `--listen`: an IP address and port, or `localhost:PORT` (the IPv4 loopback, which is what
+/// the default listens on). Any other name is refused with how to write the address, rather
+/// than resolved: a name that resolves to several addresses would listen on one of them.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "`{s}` is not an address to listen on: write IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every IPv4 interface, [::]:8080 for IPv6) or localhost:PORT"
+    ))
+}
+
 /// A log filter `tracing_subscriber` accepts; anything else is bad usage, not a quiet `warn`.
 fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
@@ -540,6 +558,35 @@ mod tests {
             serve.api_token_file,
             [PathBuf::from("/a"), PathBuf::from("/b")]
         );
+    }
+
+    /// `--listen` takes an IP and port, or `localhost:PORT`; anything else is bad usage that
+    /// says how to write it.
+    #[test]
+    fn listen_takes_an_ip_and_port_or_localhost_and_says_how_to_write_anything_else() {
+        let listen = |s: &str| {
+            Cli::try_parse_from(["journeyd", "serve", "--listen", s]).map(|cli| match cli.command {
+                Command::Serve(serve) => serve.listen,
+                _ => panic!("serve"),
+            })
+        };
+        assert_eq!(
+            listen("localhost:9000").expect("ok").to_string(),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(listen("0.0.0.0:80").expect("ok").to_string(), "0.0.0.0:80");
+        assert_eq!(listen("[::1]:80").expect("ok").to_string(), "[::1]:80");
+        for bad in [
+            "example.com:80",
+            "8080",
+            "localhost",
+            "localhost:http",
+            ":8080",
+        ] {
+            let e = listen(bad).expect_err(bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("IP:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

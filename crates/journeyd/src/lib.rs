@@ -111,10 +111,29 @@ fn closed_stdout(e: &anyhow::Error) -> bool {
     })
 }
 
+/// A database in a folder that does not exist is refused by every command with one line that
+/// says so, before anything (a lock file, a new database) is made: SQLite would say only that
+/// it cannot open the file.
+fn folder_exists(db: &std::path::Path) -> anyhow::Result<()> {
+    let folder = match db.parent() {
+        Some(f) if !f.as_os_str().is_empty() => f,
+        _ => return Ok(()),
+    };
+    if folder.is_dir() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the database {} is in a folder that does not exist ({}): create it, or give another --db / JOURNEYD_DB",
+        db.display(),
+        folder.display()
+    )
+}
+
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
     let config = project::config(&cli.completing_stages, cli.projector_cache_mib);
     let db = &cli.db;
+    folder_exists(db)?;
     match cli.command {
         cli::Command::Serve(args) => serve::run(db, cli.synchronous, &config, &args),
         cli::Command::Import(args) => import::run(db, cli.synchronous, &config, &args, &out),

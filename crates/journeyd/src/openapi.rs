@@ -47,7 +47,14 @@ const WEBHOOK_RESPONSES: &[(u16, &str, Option<&str>)] = &[
 /// A point read's `400`.
 const PATH_NOT_UTF8: (u16, &str, Option<&str>) = (
     400,
-    "A path segment that is not UTF-8 once percent-decoded",
+    "A path segment that is not UTF-8 once percent-decoded, or a query parameter (the route takes none)",
+    ERR,
+);
+
+/// The `400` of a route that takes no parameters.
+const NO_PARAMETERS: (u16, &str, Option<&str>) = (
+    400,
+    "A query parameter: this route takes none (the message names it)",
     ERR,
 );
 
@@ -100,7 +107,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
                 "{\"items\": [Snapshot], \"next\": cursor or null}",
                 Some("SnapshotPage"),
             ),
-            (400, "Bad parameter", ERR),
+            (
+                400,
+                "A bad or unknown query parameter: the message names it, and an unknown one with those the route takes",
+                ERR,
+            ),
         ],
     },
     Operation {
@@ -134,7 +145,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
                 "{\"events\": [EventRecord], \"next_after\": seq or null}",
                 Some("EventPage"),
             ),
-            (400, "Bad parameter", ERR),
+            (
+                400,
+                "A bad or unknown query parameter: the message names it, and an unknown one with those the route takes",
+                ERR,
+            ),
             (404, "Unknown journey", ERR),
         ],
     },
@@ -199,7 +214,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
                 "{\"events\": [EventRecord], \"next_after\": seq or null}",
                 Some("EventPage"),
             ),
-            (400, "Bad parameter", ERR),
+            (
+                400,
+                "A bad or unknown query parameter: the message names it, and an unknown one with those the route takes",
+                ERR,
+            ),
         ],
     },
     Operation {
@@ -207,7 +226,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         path: "/v1/stats",
         summary: "Counts for dashboards: events, journeys by status, members, users, resources, unknown, quarantined, log head, projector checkpoint and lag",
         params: &[],
-        responses: &[(200, "The stats document", Some("Stats"))],
+        responses: &[(200, "The stats document", Some("Stats")), NO_PARAMETERS],
     },
     Operation {
         method: "get",
@@ -216,6 +235,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         params: &[("Last-Event-ID", "header", "Resume after this seq")],
         responses: &[
             (200, "text/event-stream", None),
+            NO_PARAMETERS,
             (
                 503,
                 "As many streams are open as --max-streams allows (Retry-After)",

@@ -384,8 +384,14 @@ pub(crate) fn run(
     Store::check(db).with_context(|| format!("cannot open the database {}", db.display()))?;
     let _lock = lock(db)?;
     // The address is taken now, so that one in use is refused before anything starts.
-    let listener =
-        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = listen(args.listen).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            ": another process listens there; give another --listen / JOURNEYD_LISTEN, or stop it"
+        } else {
+            " (--listen / JOURNEYD_LISTEN)"
+        };
+        anyhow::anyhow!("cannot listen on {}: {e}{hint}", args.listen)
+    })?;
     // The signal handlers come first: a SIGTERM during a long start-up (a rebuild of every
     // projection) must stop the process cleanly too.
     let stop_signal = StopSignal::install()?;
@@ -1716,6 +1722,56 @@ mod tests {
                     assert_eq!(error["error"]["code"], "bad_request", "{uri}");
                 }
             }
+        }
+        store.close();
+    }
+
+    /// A parameter a route does not take (a misspelt filter, a wrong case) is refused, named
+    /// with the ones the route takes, rather than ignored: the caller would read unfiltered data
+    /// as filtered. Every other query error names its parameter too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_query_parameter_is_refused_by_name_and_every_error_names_its_parameter() {
+        let Fixture {
+            _dir, store, app, ..
+        } = fixture();
+        post_sessions(&app, &[("J1", "S1")]).await;
+        for (uri, names) in [
+            (
+                "/v1/journeys?statuss=paid",
+                &["`statuss`", "`status`", "`customer_reference`"][..],
+            ),
+            ("/v1/journeys?Status=paid", &["`Status`", "`status`"]),
+            ("/v1/events?offset=10", &["`offset`", "`after`", "`limit`"]),
+            ("/v1/journeys/J1/events?page=2", &["`page`", "`after`"]),
+            ("/v1/journeys/J1?fields=status", &["`fields`", "takes none"]),
+            ("/v1/members/M1?x=1", &["`x`", "takes none"]),
+            ("/v1/users/U1?x=1", &["`x`", "takes none"]),
+            ("/v1/resources/goal/G1?x=1", &["`x`", "takes none"]),
+            ("/v1/stats?since=1", &["`since`", "takes none"]),
+            ("/v1/stream?x=1", &["`x`", "takes none"]),
+            ("/v1/journeys?limit=abc", &["`limit`"]),
+            ("/v1/journeys?limit=0", &["`limit`"]),
+            ("/v1/events?after=x", &["`after`"]),
+            ("/v1/journeys?status=lost", &["`status`"]),
+        ] {
+            let (status, text) = call(&app, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+            let error: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let message = error["error"]["message"].as_str().expect("message");
+            for name in names {
+                assert!(message.contains(name), "{uri}: {message}");
+            }
+        }
+        // The parameters each route takes still work.
+        for uri in [
+            "/v1/journeys?status=opened&journey_id=2&customer_reference=x&after=&limit=5",
+            "/v1/events?after=0&limit=5",
+            "/v1/journeys/J1/events?after=0&limit=5",
+            "/v1/journeys/J1",
+            "/v1/stats",
+        ] {
+            let (status, text) = call(&app, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {text}");
         }
         store.close();
     }
