@@ -230,3 +230,33 @@ fn json_logs_are_one_object_a_line_with_journeyds_own_fields() {
         .unwrap_or_else(|| panic!("no migration line in {lines:?}"));
     assert_eq!((&migrated["from"], &migrated["to"]), (&json!(0), &json!(6)));
 }
+
+/// Human output counts in words that agree with the number: `1 journey`, `1 event`,
+/// `1 body`, and the plural otherwise.
+#[test]
+fn human_counts_agree_with_their_number() {
+    let j = journeyd();
+    let body = r#"[{"productId":"mobilejourneys","eventId":"sessioncreated","data":{"occurredAt":"2021-06-11T12:01:35Z","correlationId":"J1","sessionId":"S1"}}]"#;
+    let file = j.write("one.json", body.as_bytes());
+    let imported = j.run(&["import", tests::arg(&file)]).success();
+    assert!(
+        imported
+            .stdout
+            .contains("imported 1 body: 1 new event (0 unknown), 0 duplicates, 0 bodies quarantined"),
+        "{}",
+        imported.stdout
+    );
+    let listed = j.run(&["journeys"]).success();
+    assert!(listed.stdout.contains("(1 journey)"), "{}", listed.stdout);
+    let events = j.run(&["events"]).success();
+    assert!(events.stdout.contains("(1 event)"), "{}", events.stdout);
+    let shown = j.run(&["journey", "J1"]).success();
+    assert!(shown.stdout.contains("(1 event, last seq 1"), "{}", shown.stdout);
+    let copy = j.dir().join("copy.db");
+    let backup = j.run(&["backup", tests::arg(&copy)]).success();
+    assert!(
+        backup.stdout.contains(": 1 event (log head 1), 0 bodies quarantined"),
+        "{}",
+        backup.stdout
+    );
+}

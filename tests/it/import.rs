@@ -252,3 +252,68 @@ fn junk_of_every_kind_is_kept_with_a_reason_and_nothing_panics() {
         (&json!(5), &json!(4), &json!(1))
     );
 }
+
+/// `--source` of the other provider's bodies would store every event as `unknown`, for good:
+/// the import is refused, naming the file and the source to use, before anything is written.
+#[test]
+fn an_import_whose_bodies_are_plainly_the_other_providers_is_refused_before_anything_is_written() {
+    let j = journeyd();
+    let mj = tests::examples().join("mobile-journeys.json");
+    let mx = tests::examples().join("mx.ndjson");
+    for (file, declared, detected) in [
+        (&mj, "mx", "mobile-journeys"),
+        (&mx, "mobile-journeys", "mx"),
+    ] {
+        // The first file is fine, the second not: the first is not written either.
+        let fine = if declared == "mx" { &mx } else { &mj };
+        let run = j.run(&[
+            "import",
+            "--source",
+            declared,
+            tests::arg(fine),
+            tests::arg(file),
+        ]);
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains(tests::arg(file)), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("--source {detected}")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(!j.db().exists(), "nothing was written, not even the database");
+    }
+    // Each source given right, or detected, imports.
+    let run = j.run(&["import", "--source", "mobile-journeys", tests::arg(&mj)]).success();
+    assert!(run.stdout.contains("(0 unknown)"), "{}", run.stdout);
+}
+
+/// Every summary says how many events were stored as `unknown`.
+#[test]
+fn the_summary_counts_the_events_stored_as_unknown() {
+    let j = journeyd();
+    let file = j.write("odd.ndjson", b"{\"hello\": 1}\n{\"hello\": 2}\n");
+    let run = j.run(&["import", "--source", "mx", tests::arg(&file)]).success();
+    assert!(
+        run.stdout.contains("2 new events (2 unknown)"),
+        "{}",
+        run.stdout
+    );
+    let json = j.json(&["import", tests::arg(&file)]);
+    assert_eq!(json["unknown"], 0, "duplicates are not new: {json}");
+}
+
+/// A file that is no delivery (a README, an empty file) does not read as imported.
+#[test]
+fn a_file_that_is_no_delivery_is_said_to_be_so() {
+    let j = journeyd();
+    let readme = j.write("README.md.json", b"# Notes\n\nNot a webhook.\n");
+    let run = j.run(&["import", tests::arg(&readme)]).success();
+    assert!(run.stderr.contains("is not a delivery"), "{}", run.stderr);
+    let empty = j.write("empty.ndjson", b"\n\n");
+    let run = j.run(&["import", tests::arg(&empty)]).success();
+    assert!(run.stderr.contains("holds no delivery"), "{}", run.stderr);
+    let fine = tests::examples().join("mobile-journeys.json");
+    let run = j.run(&["import", tests::arg(&fine)]).success();
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}

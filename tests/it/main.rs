@@ -3,6 +3,7 @@
 mod cli;
 mod docs;
 mod import;
+mod monitoring;
 mod projections;
 mod quarantine;
 mod security;

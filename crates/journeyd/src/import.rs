@@ -17,7 +17,7 @@ use serde::Serialize;
 use store::{Body, Options, Quarantined, Receipt, Store, Submission, Synchronous};
 
 use crate::cli::ImportArgs;
-use crate::output::Output;
+use crate::output::{Output, counted};
 
 /// Events per writer job: large enough to amortize a transaction, small enough to pipeline.
 const CHUNK_EVENTS: usize = 2048;
@@ -31,15 +31,35 @@ struct Tally {
     new: u64,
     duplicate: u64,
     quarantined: u64,
+    /// Of the new events, those of no known shape: stored for good as kind `unknown`.
+    unknown: u64,
 }
 
 impl Tally {
-    fn add(&mut self, receipts: &[Receipt]) {
-        for r in receipts {
+    /// Adds a chunk's receipts; `unknown` says, per submission and per event in order, which
+    /// events are of kind `unknown`.
+    fn add(&mut self, receipts: &[Receipt], unknown: &[Vec<bool>]) {
+        for (r, flags) in receipts.iter().zip(unknown.iter().chain(std::iter::repeat(&Vec::new()))) {
             self.new += r.new_count() as u64;
             self.duplicate += r.duplicate_count() as u64;
             self.quarantined += u64::from(r.quarantine_id.is_some());
+            self.unknown += r
+                .events
+                .iter()
+                .zip(flags)
+                .filter(|(a, unknown)| matches!(a, store::Appended::New(_)) && **unknown)
+                .count() as u64;
         }
+    }
+}
+
+/// Which events of a submission are of kind `unknown`, in order.
+fn unknown_flags(s: &Submission) -> Vec<bool> {
+    match &s.body {
+        Body::Events(e) | Body::Replay { events: e, .. } => {
+            e.iter().map(|e| e.kind == events::Kind::Unknown).collect()
+        }
+        Body::Quarantine(_) => Vec::new(),
     }
 }
 
@@ -51,6 +71,8 @@ struct Pipeline {
     in_flight: usize,
     tx: mpsc::Sender<store::Result<Vec<Receipt>>>,
     rx: mpsc::Receiver<store::Result<Vec<Receipt>>>,
+    /// Per chunk in flight, in order, [`unknown_flags`] of each submission.
+    kinds: std::collections::VecDeque<Vec<Vec<bool>>>,
     tally: Tally,
 }
 
@@ -64,6 +86,7 @@ impl Pipeline {
             in_flight: 0,
             tx,
             rx,
+            kinds: std::collections::VecDeque::new(),
             tally: Tally::default(),
         }
     }
@@ -90,6 +113,7 @@ impl Pipeline {
         }
         let tx = self.tx.clone();
         let chunk = std::mem::take(&mut self.chunk);
+        self.kinds.push_back(chunk.iter().map(unknown_flags).collect());
         self.chunk_events = 0;
         self.writer.submit(chunk, move |r| {
             let _ = tx.send(r);
@@ -101,7 +125,9 @@ impl Pipeline {
     fn receive_one(&mut self) -> anyhow::Result<()> {
         let receipts = self.rx.recv().context("the writer stopped")??;
         self.in_flight -= 1;
-        self.tally.add(&receipts);
+        // The writer answers jobs in the order they were queued.
+        let kinds = self.kinds.pop_front().unwrap_or_default();
+        self.tally.add(&receipts, &kinds);
         Ok(())
     }
 
@@ -132,6 +158,9 @@ pub(crate) fn run(
     args: &ImportArgs,
     out: &Output,
 ) -> anyhow::Result<()> {
+    if let Some(declared) = args.source {
+        check_sources(&args.files, declared)?;
+    }
     let store = open_store(db, synchronous)?;
     let progress = progress_bar(&args.files);
     let mut pipeline = Pipeline::new(&store);
@@ -152,20 +181,14 @@ pub(crate) fn run(
         return out.json(&tally);
     }
     out.text(format_args!(
-        "imported {} {}: {} new {}, {} {}, {} {} quarantined",
-        tally.bodies,
-        plural(tally.bodies, "body", "bodies"),
+        "imported {}: {} new {} ({} unknown), {}, {} quarantined",
+        counted(tally.bodies, "body", "bodies"),
         tally.new,
-        plural(tally.new, "event", "events"),
-        tally.duplicate,
-        plural(tally.duplicate, "duplicate", "duplicates"),
-        tally.quarantined,
-        plural(tally.quarantined, "body", "bodies"),
+        if tally.new == 1 { "event" } else { "events" },
+        tally.unknown,
+        counted(tally.duplicate, "duplicate", "duplicates"),
+        counted(tally.quarantined, "body", "bodies"),
     ))
-}
-
-fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 { one } else { many }
 }
 
 fn progress_bar(files: &[PathBuf]) -> ProgressBar {
@@ -197,11 +220,12 @@ fn progress_bar(files: &[PathBuf]) -> ProgressBar {
     }
 }
 
-fn import_file(
+/// Reads each body of `file` (a `.json` file is one body; a `.ndjson` file or `-`, one per
+/// line) and hands it to `each` with its request id (`import:FILE` or `import:FILE:LINE`).
+fn bodies(
     file: &Path,
-    source: Option<Source>,
-    pipeline: &mut Pipeline,
     progress: &ProgressBar,
+    each: &mut dyn FnMut(Vec<u8>, String) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let name = file.display().to_string();
     let stdin = file.as_os_str() == "-";
@@ -223,7 +247,7 @@ fn import_file(
         reader
             .read_to_end(&mut body)
             .with_context(|| format!("cannot read {name}"))?;
-        return pipeline.push(submission(source, body, format!("import:{name}")));
+        return each(body, format!("import:{name}"));
     }
     let mut line = Vec::new();
     for number in 1.. {
@@ -242,11 +266,83 @@ fn import_file(
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        pipeline.push(submission(
-            source,
-            line.clone(),
-            format!("import:{name}:{number}"),
-        ))?;
+        each(line.clone(), format!("import:{name}:{number}"))?;
+    }
+    Ok(())
+}
+
+fn import_file(
+    file: &Path,
+    source: Option<Source>,
+    pipeline: &mut Pipeline,
+    progress: &ProgressBar,
+) -> anyhow::Result<()> {
+    let (mut count, mut quarantined, mut first_reason) = (0u64, 0u64, None);
+    let stdin = file.as_os_str() == "-";
+    bodies(file, progress, &mut |body, request_id| {
+        // Files were checked before anything was written (`check_sources`); stdin only now.
+        if let Some(declared) = source
+            && stdin
+        {
+            mismatch(declared, &body, &request_id)?;
+        }
+        let s = submission(source, body, request_id);
+        count += 1;
+        if let Body::Quarantine(q) = &s.body {
+            quarantined += 1;
+            first_reason.get_or_insert_with(|| q.reason.clone());
+        }
+        pipeline.push(s)
+    })?;
+    // A file that is no delivery at all (a README, an empty file) must not read as imported.
+    let name = file.display();
+    if count == 0 {
+        eprintln!("warning: {name} holds no delivery: nothing of it was imported");
+    } else if quarantined == count {
+        eprintln!(
+            "warning: {name} is not a delivery: {} quarantined, none stored as events ({})",
+            counted(count, "body", "bodies"),
+            first_reason.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a body that is plainly the other provider's: `--source` would store every event of
+/// it as `unknown`, for good, where detection finds events of known kinds.
+fn mismatch(declared: Source, body: &[u8], request_id: &str) -> anyhow::Result<()> {
+    let Ok(as_declared) = parse_delivery(declared, body) else {
+        return Ok(());
+    };
+    if as_declared.is_empty() || as_declared.iter().any(|e| e.kind != events::Kind::Unknown) {
+        return Ok(());
+    }
+    let (detected, parsed) = parse_delivery_detect(body);
+    let Ok(as_detected) = parsed else {
+        return Ok(());
+    };
+    if detected == declared || as_detected.iter().all(|e| e.kind == events::Kind::Unknown) {
+        return Ok(());
+    }
+    let at = request_id.strip_prefix("import:").unwrap_or(request_id);
+    anyhow::bail!(
+        "{at} is a {} delivery, not {}: with --source {} its events would be stored as unknown. Import it with --source {}, or without --source to detect each body's source",
+        detected.as_str(),
+        declared.as_str(),
+        declared.as_str(),
+        detected.as_str()
+    )
+}
+
+/// With `--source`, every body of the files is checked against it before anything is written
+/// ([`mismatch`]). Standard input cannot be read twice: its bodies are checked as they come,
+/// and those before a mismatch are stored.
+fn check_sources(files: &[PathBuf], declared: Source) -> anyhow::Result<()> {
+    let hidden = ProgressBar::hidden();
+    for file in files.iter().filter(|f| f.as_os_str() != "-") {
+        bodies(file, &hidden, &mut |body, request_id| {
+            mismatch(declared, &body, &request_id)
+        })?;
     }
     Ok(())
 }
@@ -320,25 +416,26 @@ pub(crate) fn replay(
         struct Replay {
             moved: u64,
             new: u64,
+            unknown: u64,
             duplicate: u64,
             still_quarantined: u64,
         }
         return out.json(&Replay {
             moved: tally.bodies,
             new: tally.new,
+            unknown: tally.unknown,
             duplicate: tally.duplicate,
             still_quarantined: still,
         });
     }
     out.text(format_args!(
-        "replayed {} quarantined {}: {} moved to the log ({} new {}, {} {}), {} still quarantined",
-        tally.bodies + still,
-        plural(tally.bodies + still, "body", "bodies"),
+        "replayed {}: {} moved to the log ({} new {} ({} unknown), {}), {} still quarantined",
+        counted(tally.bodies + still, "quarantined body", "quarantined bodies"),
         tally.bodies,
         tally.new,
-        plural(tally.new, "event", "events"),
-        tally.duplicate,
-        plural(tally.duplicate, "duplicate", "duplicates"),
+        if tally.new == 1 { "event" } else { "events" },
+        tally.unknown,
+        counted(tally.duplicate, "duplicate", "duplicates"),
         still,
     ))
 }

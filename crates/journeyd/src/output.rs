@@ -199,3 +199,9 @@ pub(crate) fn pretty(json: &str) -> String {
         Err(_) => json.to_owned(),
     }
 }
+
+/// `n` and the noun in the number `n` asks for: `1 journey`, `2 journeys`, `0 journeys`.
+pub(crate) fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}

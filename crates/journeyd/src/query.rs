@@ -39,7 +39,10 @@ pub(crate) fn events(db: &Path, args: &EventsArgs, out: &Output) -> anyhow::Resu
     out.text(t)?;
     match next_after {
         Some(seq) => out.text(format_args!("(more: journeyd events --after {seq})")),
-        None => out.text(format_args!("({} events)", records.len())),
+        None => out.text(format_args!(
+            "({})",
+            crate::output::counted(records.len() as u64, "event", "events")
+        )),
     }
 }
 
@@ -156,10 +159,10 @@ pub(crate) fn snapshot(
         return out.json(&SnapshotJson::new(&s)?);
     }
     out.text(format_args!(
-        "{} {}  ({} events, last seq {}, updated {})",
+        "{} {}  ({}, last seq {}, updated {})",
         projection.name().trim_end_matches('s'),
         s.key,
-        s.event_count,
+        crate::output::counted(u64::try_from(s.event_count).unwrap_or(0), "event", "events"),
         s.last_seq,
         format_millis(s.updated_at)
     ))?;
@@ -204,7 +207,10 @@ pub(crate) fn journeys(db: &Path, args: &JourneysArgs, out: &Output) -> anyhow::
     out.text(t)?;
     match next {
         Some(cursor) => out.text(format_args!("(more: journeyd journeys --after {cursor})")),
-        None => out.text(format_args!("({} journeys)", items.len())),
+        None => out.text(format_args!(
+            "({})",
+            crate::output::counted(items.len() as u64, "journey", "journeys")
+        )),
     }
 }
 
@@ -273,13 +279,12 @@ pub(crate) fn backup(db: &Path, dest: &Path, out: &Output) -> anyhow::Result<()>
     if out.json {
         return out.json(&report);
     }
-    let bodies = if report.quarantined == 1 {
-        "body"
-    } else {
-        "bodies"
-    };
     out.text(format_args!(
-        "backed up to {}: {} events (log head {}), {} quarantined {bodies}, {} bytes",
-        report.path, report.events, report.log_head, report.quarantined, report.bytes
+        "backed up to {}: {} (log head {}), {} quarantined, {} bytes",
+        report.path,
+        crate::output::counted(u64::try_from(report.events).unwrap_or(0), "event", "events"),
+        report.log_head,
+        crate::output::counted(u64::try_from(report.quarantined).unwrap_or(0), "body", "bodies"),
+        report.bytes
     ))
 }
