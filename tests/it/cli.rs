@@ -240,9 +240,9 @@ fn human_counts_agree_with_their_number() {
     let file = j.write("one.json", body.as_bytes());
     let imported = j.run(&["import", tests::arg(&file)]).success();
     assert!(
-        imported
-            .stdout
-            .contains("imported 1 body: 1 new event (0 unknown), 0 duplicates, 0 bodies quarantined"),
+        imported.stdout.contains(
+            "imported 1 body: 1 new event (0 unknown), 0 duplicates, 0 bodies quarantined"
+        ),
         "{}",
         imported.stdout
     );
@@ -251,11 +251,17 @@ fn human_counts_agree_with_their_number() {
     let events = j.run(&["events"]).success();
     assert!(events.stdout.contains("(1 event)"), "{}", events.stdout);
     let shown = j.run(&["journey", "J1"]).success();
-    assert!(shown.stdout.contains("(1 event, last seq 1"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("(1 event, last seq 1"),
+        "{}",
+        shown.stdout
+    );
     let copy = j.dir().join("copy.db");
     let backup = j.run(&["backup", tests::arg(&copy)]).success();
     assert!(
-        backup.stdout.contains(": 1 event (log head 1), 0 bodies quarantined"),
+        backup
+            .stdout
+            .contains(": 1 event (log head 1), 0 bodies quarantined"),
         "{}",
         backup.stdout
     );

@@ -34,14 +34,14 @@ fn importing_the_examples_twice_reports_only_duplicates_the_second_time_and_chan
     let first = import(&j, &example_files());
     assert_eq!(
         first,
-        json!({"bodies": 10, "new": 15, "duplicate": 0, "quarantined": 1})
+        json!({"bodies": 10, "new": 15, "duplicate": 0, "quarantined": 1, "unknown": 1})
     );
     let log = j.log();
     assert_eq!(log.len(), 15);
     let second = import(&j, &example_files());
     assert_eq!(
         second,
-        json!({"bodies": 10, "new": 0, "duplicate": 15, "quarantined": 1})
+        json!({"bodies": 10, "new": 0, "duplicate": 15, "quarantined": 1, "unknown": 0})
     );
     assert_eq!(j.log(), log, "the log is unchanged");
     let quarantined = j.json(&["quarantine", "list"]);
@@ -180,7 +180,7 @@ fn stdin_takes_one_body_per_line_and_sources_are_detected_from_the_shape() {
         .json();
     assert_eq!(
         out,
-        json!({"bodies": 2, "new": 2, "duplicate": 0, "quarantined": 0}),
+        json!({"bodies": 2, "new": 2, "duplicate": 0, "quarantined": 0, "unknown": 0}),
         "blank lines are not bodies"
     );
     let log = j.log();
@@ -219,7 +219,7 @@ fn junk_of_every_kind_is_kept_with_a_reason_and_nothing_panics() {
     let out = j.json(&["import", "--source", "mx", arg(&file)]);
     assert_eq!(
         out,
-        json!({"bodies": 8, "new": 6, "duplicate": 0, "quarantined": 4})
+        json!({"bodies": 8, "new": 6, "duplicate": 0, "quarantined": 4, "unknown": 5})
     );
     let conn = j.sql();
     let mut stmt = conn
@@ -281,10 +281,15 @@ fn an_import_whose_bodies_are_plainly_the_other_providers_is_refused_before_anyt
             run.stderr
         );
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-        assert!(!j.db().exists(), "nothing was written, not even the database");
+        assert!(
+            !j.db().exists(),
+            "nothing was written, not even the database"
+        );
     }
     // Each source given right, or detected, imports.
-    let run = j.run(&["import", "--source", "mobile-journeys", tests::arg(&mj)]).success();
+    let run = j
+        .run(&["import", "--source", "mobile-journeys", tests::arg(&mj)])
+        .success();
     assert!(run.stdout.contains("(0 unknown)"), "{}", run.stdout);
 }
 
@@ -293,7 +298,9 @@ fn an_import_whose_bodies_are_plainly_the_other_providers_is_refused_before_anyt
 fn the_summary_counts_the_events_stored_as_unknown() {
     let j = journeyd();
     let file = j.write("odd.ndjson", b"{\"hello\": 1}\n{\"hello\": 2}\n");
-    let run = j.run(&["import", "--source", "mx", tests::arg(&file)]).success();
+    let run = j
+        .run(&["import", "--source", "mx", tests::arg(&file)])
+        .success();
     assert!(
         run.stdout.contains("2 new events (2 unknown)"),
         "{}",

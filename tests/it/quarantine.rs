@@ -51,7 +51,7 @@ fn replay_moves_bodies_the_current_parser_accepts_into_the_log_and_leaves_the_re
     let out = j.json(&["quarantine", "replay"]);
     assert_eq!(
         out,
-        json!({"moved": 1, "new": 1, "duplicate": 0, "still_quarantined": 1})
+        json!({"moved": 1, "new": 1, "unknown": 0, "duplicate": 0, "still_quarantined": 1})
     );
     let log = j.log();
     assert_eq!(log.len(), 1);

@@ -39,7 +39,10 @@ impl Tally {
     /// Adds a chunk's receipts; `unknown` says, per submission and per event in order, which
     /// events are of kind `unknown`.
     fn add(&mut self, receipts: &[Receipt], unknown: &[Vec<bool>]) {
-        for (r, flags) in receipts.iter().zip(unknown.iter().chain(std::iter::repeat(&Vec::new()))) {
+        for (r, flags) in receipts
+            .iter()
+            .zip(unknown.iter().chain(std::iter::repeat(&Vec::new())))
+        {
             self.new += r.new_count() as u64;
             self.duplicate += r.duplicate_count() as u64;
             self.quarantined += u64::from(r.quarantine_id.is_some());
@@ -113,7 +116,8 @@ impl Pipeline {
         }
         let tx = self.tx.clone();
         let chunk = std::mem::take(&mut self.chunk);
-        self.kinds.push_back(chunk.iter().map(unknown_flags).collect());
+        self.kinds
+            .push_back(chunk.iter().map(unknown_flags).collect());
         self.chunk_events = 0;
         self.writer.submit(chunk, move |r| {
             let _ = tx.send(r);
@@ -430,7 +434,11 @@ pub(crate) fn replay(
     }
     out.text(format_args!(
         "replayed {}: {} moved to the log ({} new {} ({} unknown), {}), {} still quarantined",
-        counted(tally.bodies + still, "quarantined body", "quarantined bodies"),
+        counted(
+            tally.bodies + still,
+            "quarantined body",
+            "quarantined bodies"
+        ),
         tally.bodies,
         tally.new,
         if tally.new == 1 { "event" } else { "events" },

@@ -284,7 +284,11 @@ pub(crate) fn backup(db: &Path, dest: &Path, out: &Output) -> anyhow::Result<()>
         report.path,
         crate::output::counted(u64::try_from(report.events).unwrap_or(0), "event", "events"),
         report.log_head,
-        crate::output::counted(u64::try_from(report.quarantined).unwrap_or(0), "body", "bodies"),
+        crate::output::counted(
+            u64::try_from(report.quarantined).unwrap_or(0),
+            "body",
+            "bodies"
+        ),
         report.bytes
     ))
 }
