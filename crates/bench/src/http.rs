@@ -402,10 +402,16 @@ pub(crate) fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String)> {
 }
 
 fn peak_rss_mib(pid: u32) -> Option<u64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmHWM:` the peak resident set,
+/// `VmRSS:` the current one), in MiB.
+pub(crate) fn status_mib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

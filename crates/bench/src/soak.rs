@@ -147,7 +147,7 @@ pub(crate) fn run(dir: &Path, s: &Settings) -> anyhow::Result<()> {
                 .map(|a| a.saturating_sub(before.wal_resets.unwrap_or(0))),
             reset_p99: resets.quantile_bound(0.99) * 1000.0,
             reset_max: resets.max_bound() * 1000.0,
-            rss_mib: rss_mib(daemon.id()),
+            rss_mib: crate::http::status_mib(daemon.id(), "VmRSS:"),
         };
         before = after;
         println!(
@@ -230,19 +230,6 @@ fn summary(slices: &[Slice]) {
 
 fn mib(path: &Path) -> f64 {
     std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0))
-}
-
-fn rss_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024)
 }
 
 /// A cumulative Prometheus histogram: bucket upper bounds (s) and counts.

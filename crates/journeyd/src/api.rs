@@ -133,15 +133,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         check_query(query).map_err(|m| ApiError::bad_request(&m))?;
-        let pairs = form_urlencoded_pairs(query);
+        let pairs = form_urlencoded::parse(query.as_bytes());
         serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
             .map(QueryParams)
             .map_err(|e| ApiError::bad_request(&query_error(&e)))
     }
-}
-
-fn form_urlencoded_pairs(query: &str) -> form_urlencoded::Parse<'_> {
-    form_urlencoded::parse(query.as_bytes())
 }
 
 /// A query error in words that name the parameter: `unknown query parameter `statuss`; this
