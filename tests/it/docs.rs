@@ -114,3 +114,58 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// The systemd units of `docs/operations.md` (the service, the backup service and its timer)
+/// pass `systemd-analyze verify`, with their `journeyd` executable where they expect it (here,
+/// the one under test). Where `systemd-analyze` is missing the test says so in one line and
+/// passes, except in CI, where it must run.
+#[test]
+fn the_systemd_units_of_the_operations_guide_verify() {
+    let Ok(found) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is required in CI"
+        );
+        eprintln!("systemd-analyze not found: the systemd units were not verified");
+        return;
+    };
+    assert!(found.status.success());
+    let guide = std::fs::read_to_string(root().join("docs/operations.md")).expect("guide");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = env!("CARGO_BIN_EXE_journeyd-under-test");
+    let mut units = Vec::new();
+    for block in guide.split("```ini\n").skip(1) {
+        let text = block.split("```").next().expect("block");
+        let name = if text.starts_with("# journeyd-backup.service") {
+            "journeyd-backup.service"
+        } else if text.starts_with("# journeyd-backup.timer") {
+            "journeyd-backup.timer"
+        } else if text.contains("journeyd serve") {
+            "journeyd.service"
+        } else {
+            continue;
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, text.replace("/usr/local/bin/journeyd", exe)).expect("unit");
+        units.push(path);
+    }
+    assert_eq!(
+        units.len(),
+        3,
+        "the service, the backup service and its timer"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
