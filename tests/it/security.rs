@@ -235,3 +235,33 @@ fn no_payload_byte_or_header_value_reaches_the_log() {
     );
     assert!(!log.contains("4321"), "card digits in the log:\n{log}");
 }
+
+/// A credential line with white space around it would never match: it is bad usage, named by
+/// file and line, not a silent refusal of every delivery. A byte-order mark and blank lines are
+/// not credentials.
+#[test]
+fn a_credential_file_line_with_white_space_around_it_is_refused() {
+    let j = journeyd();
+    let file = j.write("tokens", b"\xef\xbb\xbfgood-token\n   \nbad-token \n");
+    chmod(&file, 0o600);
+    let run = j.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mx-bearer-token-file",
+        arg(&file),
+    ]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+    assert!(!run.stderr.contains("bad-token"), "{}", run.stderr);
+    let fine = j.write("fine", b"\xef\xbb\xbfgood-token\n\n");
+    chmod(&fine, 0o600);
+    let d = j.serve(&["--mx-bearer-token-file", arg(&fine)]);
+    let ndjson = std::fs::read_to_string(examples().join("mx.ndjson")).expect("example");
+    let body = ndjson.lines().next().expect("a line").as_bytes().to_vec();
+    assert_eq!(
+        d.post(MX, &body, &[("authorization", "Bearer good-token")])
+            .status,
+        204
+    );
+}

@@ -763,6 +763,15 @@ fn sse_event(c: &Change) -> SseEvent {
         .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
+/// `GET /v1/stream`'s query: `lastEventId`, which EventSource polyfills send on a reconnect
+/// in place of the `Last-Event-ID` header. The header wins when both are given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    #[serde(default, rename = "lastEventId", deserialize_with = "seq")]
+    last_event_id: Option<i64>,
+}
+
 /// `GET /v1/stream`. With `Last-Event-ID: N`, it first replays from the log the changes of the
 /// events from `N` on: those at `N` again, because one event can change several snapshots
 /// under the one id, and the client cannot say which of them it saw. So a resumed client sees
@@ -776,7 +785,7 @@ fn sse_event(c: &Change) -> SseEvent {
 /// - another process moved the tables ([`Announcement::Resynced`]).
 async fn stream_changes(
     State(api): State<Arc<Api>>,
-    QueryParams(NoQuery {}): QueryParams<NoQuery>,
+    QueryParams(query): QueryParams<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Ok(permit) = Arc::clone(&api.streams).try_acquire_owned() else {
@@ -787,7 +796,8 @@ async fn stream_changes(
     let last: Option<i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+        .and_then(|v| v.trim().parse().ok())
+        .or(query.last_event_id);
     // Subscribe before replaying: a change announced from now on is received live, and one
     // announced before had moved `settled` past it first (serve.rs, `Publisher`), so the
     // replay has it.

@@ -290,11 +290,11 @@ fn import_file(
         {
             mismatch(declared, &body, &request_id)?;
         }
-        let s = submission(source, body, request_id);
+        let (s, summary) = submission(source, body, request_id);
         count += 1;
-        if let Body::Quarantine(q) = &s.body {
+        if let Some(summary) = summary {
             quarantined += 1;
-            first_reason.get_or_insert_with(|| q.reason.clone());
+            first_reason.get_or_insert(summary);
         }
         pipeline.push(s)
     })?;
@@ -340,7 +340,7 @@ fn mismatch(declared: Source, body: &[u8], request_id: &str) -> anyhow::Result<(
 
 /// With `--source`, every body of the files is checked against it before anything is written
 /// ([`mismatch`]). Standard input cannot be read twice: its bodies are checked as they come,
-/// and those before a mismatch are stored.
+/// and those already sent to the writer before a mismatch (whole chunks of them) are stored.
 fn check_sources(files: &[PathBuf], declared: Source) -> anyhow::Result<()> {
     let hidden = ProgressBar::hidden();
     for file in files.iter().filter(|f| f.as_os_str() != "-") {
@@ -351,28 +351,37 @@ fn check_sources(files: &[PathBuf], declared: Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses one body into what the writer stores: its events, or the body for quarantine.
-fn submission(source: Option<Source>, body: Vec<u8>, request_id: String) -> Submission {
+/// Parses one body into what the writer stores: its events, or the body for quarantine with,
+/// beside it, the reason's summary that quotes none of the body (for what is printed).
+fn submission(
+    source: Option<Source>,
+    body: Vec<u8>,
+    request_id: String,
+) -> (Submission, Option<String>) {
     let (source, parsed) = match source {
         Some(s) => (s, parse_delivery(s, &body)),
         None => parse_delivery_detect(&body),
     };
     let size = body.len();
-    let body = match parsed {
-        Ok(events) => Body::Events(events),
-        Err(rejection) => Body::Quarantine(Quarantined {
-            reason: rejection.to_string(),
-            headers: "{}".into(),
-            bytes: body,
-        }),
+    let (body, summary) = match parsed {
+        Ok(events) => (Body::Events(events), None),
+        Err(rejection) => (
+            Body::Quarantine(Quarantined {
+                reason: rejection.to_string(),
+                headers: "{}".into(),
+                bytes: body,
+            }),
+            Some(rejection.summary()),
+        ),
     };
-    Submission {
+    let submission = Submission {
         source,
         received_at: crate::now_millis(),
         request_id: Some(request_id),
         size,
         body,
-    }
+    };
+    (submission, summary)
 }
 
 pub(crate) fn replay(

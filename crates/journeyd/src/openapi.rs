@@ -232,10 +232,21 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/stream",
         summary: "Server-Sent Events, one per snapshot change: id = seq, event = projection, data = {\"key\", \"status\"?, \"seq\"}; resumable with Last-Event-ID",
-        params: &[("Last-Event-ID", "header", "Resume after this seq")],
+        params: &[
+            ("Last-Event-ID", "header", "Resume after this seq"),
+            (
+                "lastEventId",
+                "query",
+                "The same, for clients that cannot send the header (EventSource polyfills); the header wins",
+            ),
+        ],
         responses: &[
             (200, "text/event-stream", None),
-            NO_PARAMETERS,
+            (
+                400,
+                "A bad or unknown query parameter: the message names it",
+                ERR,
+            ),
             (
                 503,
                 "As many streams are open as --max-streams allows (Retry-After)",
@@ -282,7 +293,7 @@ fn schema(path: &str, name: &str) -> Value {
         "limit" => {
             json!({"type": "string", "pattern": "^([1-9][0-9]{0,8})?$", "description": "A count of at least 1, or empty"})
         }
-        "after" if path != "/v1/journeys" => {
+        "after" | "lastEventId" if path != "/v1/journeys" => {
             json!({"type": "string", "pattern": "^(-?[0-9]{1,18})?$", "description": "A seq, or empty"})
         }
         "status" => json!({"enum": ["", "created", "opened", "paid", "completed"]}),

@@ -239,6 +239,9 @@ fn lock_path(db: &Path) -> std::path::PathBuf {
 /// command line or the environment, and the files to read more from.
 struct CredentialFlag<'a> {
     flag: &'static str,
+    /// Whether `values` came from the command line, not the flag's variable: their origin in
+    /// the start-up log.
+    typed: bool,
     values: &'a [Redacted],
     files: &'a [PathBuf],
     scheme: fn(&str) -> Result<Scheme, ingest::auth::ConfigError>,
@@ -251,16 +254,40 @@ fn credentials(endpoint: &str, flags: &[CredentialFlag<'_>]) -> anyhow::Result<S
     let mut schemes = Vec::new();
     let mut origins = Vec::new();
     for f in flags {
+        let origin = if f.typed {
+            f.flag.to_owned()
+        } else {
+            format!(
+                "JOURNEYD_{}",
+                f.flag
+                    .trim_start_matches('-')
+                    .replace('-', "_")
+                    .to_ascii_uppercase()
+            )
+        };
         for v in f.values {
             schemes.push(credential((f.scheme)(v.expose()), f.flag)?);
-            origins.push(f.flag.to_owned());
+            origins.push(origin.clone());
         }
         for path in f.files {
             let flag = format!("{}-file", f.flag);
             let text = read_secret_file(path, &flag)?;
             let mut found = false;
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 let origin = format!("{flag} {}, line {}", path.display(), n + 1);
+                // White space around a credential is almost surely an editor's: it would never
+                // match, and the sender would be refused with no word why.
+                if line.trim() != line {
+                    return Err(crate::Usage(format!(
+                        "{origin}: a credential may not begin or end with white space"
+                    ))
+                    .into());
+                }
                 schemes.push(credential((f.scheme)(line), &origin)?);
                 origins.push(origin);
                 found = true;
@@ -322,18 +349,21 @@ pub(crate) fn run(
         &[
             CredentialFlag {
                 flag: "--mx-basic-auth",
+                typed: args.on_command_line.contains(&"mx_basic_auth"),
                 values: &args.mx_basic_auth,
                 files: &args.mx_basic_auth_file,
                 scheme: Scheme::basic,
             },
             CredentialFlag {
                 flag: "--mx-bearer-token",
+                typed: args.on_command_line.contains(&"mx_bearer_token"),
                 values: &args.mx_bearer_token,
                 files: &args.mx_bearer_token_file,
                 scheme: Scheme::bearer,
             },
             CredentialFlag {
                 flag: "--mx-webhook-secret",
+                typed: args.on_command_line.contains(&"mx_webhook_secret"),
                 values: &args.mx_webhook_secret,
                 files: &args.mx_webhook_secret_file,
                 scheme: Scheme::standard_webhooks,
@@ -345,18 +375,25 @@ pub(crate) fn run(
         &[
             CredentialFlag {
                 flag: "--mobile-journeys-basic-auth",
+                typed: args.on_command_line.contains(&"mobile_journeys_basic_auth"),
                 values: &args.mobile_journeys_basic_auth,
                 files: &args.mobile_journeys_basic_auth_file,
                 scheme: Scheme::basic,
             },
             CredentialFlag {
                 flag: "--mobile-journeys-bearer-token",
+                typed: args
+                    .on_command_line
+                    .contains(&"mobile_journeys_bearer_token"),
                 values: &args.mobile_journeys_bearer_token,
                 files: &args.mobile_journeys_bearer_token_file,
                 scheme: Scheme::bearer,
             },
             CredentialFlag {
                 flag: "--mobile-journeys-webhook-secret",
+                typed: args
+                    .on_command_line
+                    .contains(&"mobile_journeys_webhook_secret"),
                 values: &args.mobile_journeys_webhook_secret,
                 files: &args.mobile_journeys_webhook_secret_file,
                 scheme: Scheme::standard_webhooks,
@@ -367,6 +404,7 @@ pub(crate) fn run(
         "api",
         &[CredentialFlag {
             flag: "--api-token",
+            typed: args.on_command_line.contains(&"api_token"),
             values: &args.api_token,
             files: &args.api_token_file,
             scheme: Scheme::bearer,
@@ -1597,6 +1635,34 @@ mod tests {
         store.close();
     }
 
+    /// `?lastEventId=N` resumes as the `Last-Event-ID` header does, for the EventSource
+    /// polyfills that send it so on a reconnect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn last_event_id_in_the_query_resumes_as_the_header_does() {
+        let Fixture {
+            _dir,
+            store,
+            app,
+            api,
+        } = fixture();
+        post_sessions(&app, &[("J1", "S1")]).await;
+        project(&mut runner(&store), &api);
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/v1/stream?lastEventId=0")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let (text, _) = read_stream(response.into_body(), Duration::from_millis(300)).await;
+        assert_eq!(ids(&text), [1], "{text}");
+        store.close();
+    }
+
     /// A `Last-Event-ID` past the log (a client of a daemon whose file was restored from a
     /// backup) does not hide the changes up to it: they come live. One far below zero is the
     /// start of the log, not an overflow.
@@ -1748,7 +1814,8 @@ mod tests {
             ("/v1/users/U1?x=1", &["`x`", "takes none"]),
             ("/v1/resources/goal/G1?x=1", &["`x`", "takes none"]),
             ("/v1/stats?since=1", &["`since`", "takes none"]),
-            ("/v1/stream?x=1", &["`x`", "takes none"]),
+            ("/v1/stream?x=1", &["`x`", "`lastEventId`"]),
+            ("/v1/stream?lastEventId=abc", &["`lastEventId`"]),
             ("/v1/journeys?limit=abc", &["`limit`"]),
             ("/v1/journeys?limit=0", &["`limit`"]),
             ("/v1/events?after=x", &["`after`"]),

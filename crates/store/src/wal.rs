@@ -175,6 +175,13 @@ impl Resetter {
                 false
             }
         };
+        if done {
+            // The next commit starts the WAL over: what the last pass found is of the old one,
+            // and so is the length the hook gave (a group that commits nothing leaves it).
+            self.shared.passed.store(0, Ordering::Release);
+            self.shared.copied.store(0, Ordering::Release);
+            WAL_PAGES.with(|p| p.set(0));
+        }
         drop(pass);
         let duration = started.elapsed();
         tracing::debug!(
@@ -201,8 +208,15 @@ impl Resetter {
     }
 }
 
+thread_local! {
+    /// When the reset under way on this thread began, for [`briefly`] to bound its wait in
+    /// time rather than in sleeps (a sleep may take longer than asked on a busy machine).
+    static RESET_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
 /// `wal_checkpoint(RESTART)` with a short busy wait; true when it completed.
 fn restart(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<bool> {
+    RESET_STARTED.with(|s| s.set(Some(Instant::now())));
     conn.busy_handler(Some(briefly))?;
     let busy = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
     // Back to the usual wait, which replaces `briefly`.
@@ -210,14 +224,15 @@ fn restart(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<bool> 
     Ok(busy? == 0)
 }
 
-/// The reset's busy handler: waits for readers in steps of [`RESET_STEP`], up to
-/// [`RESET_WAIT`]. SQLite's own steps grow to milliseconds, longer than most reads.
-fn briefly(attempts: i32) -> bool {
-    let steps = RESET_WAIT.as_micros() / RESET_STEP.as_micros();
-    if u128::try_from(attempts).unwrap_or(u128::MAX) >= steps {
+/// The reset's busy handler: waits for readers in steps of [`RESET_STEP`] until
+/// [`RESET_WAIT`] has passed since the reset began. SQLite's own steps grow to milliseconds,
+/// longer than most reads.
+fn briefly(_attempts: i32) -> bool {
+    let waited = RESET_STARTED.with(|s| s.get().map_or(RESET_WAIT, |t| t.elapsed()));
+    if waited >= RESET_WAIT {
         return false;
     }
-    std::thread::sleep(RESET_STEP);
+    std::thread::sleep(RESET_STEP.min(RESET_WAIT - waited));
     true
 }
 
@@ -240,20 +255,19 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("journeyd-checkpoint".into())
             .spawn(move || {
-                let mut rest = CHECKPOINT_EVERY;
                 while !flag.load(Ordering::Relaxed) {
                     // Woken early by `stop`, so closing a store never waits out the interval.
-                    std::thread::park_timeout(rest);
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
                     // PASSIVE: copies what it can without waiting for readers or the writer.
-                    let pass = {
-                        let _pass = mine.pass.lock();
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                        })
-                    };
+                    // The pass and what it found are one step under the lock, so that a
+                    // reset never reads the figures of a pass of the WAL it started over.
+                    let _pass = mine.pass.lock();
+                    let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
                     let (log, copied) = match pass {
                         Ok((log, copied)) => (
                             u64::try_from(log).unwrap_or(0),
@@ -261,14 +275,12 @@ impl Checkpointer {
                         ),
                         Err(e) => {
                             tracing::warn!(error = %e, "checkpoint failed; will retry");
-                            rest = CHECKPOINT_EVERY;
                             continue;
                         }
                     };
                     tracing::trace!(log, copied, "checkpoint pass");
                     mine.passed.store(log, Ordering::Release);
                     mine.copied.store(copied, Ordering::Release);
-                    rest = CHECKPOINT_EVERY;
                 }
             })
             .map_err(|e| Error::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
