@@ -228,7 +228,7 @@ fn json_logs_are_one_object_a_line_with_journeyds_own_fields() {
         .iter()
         .find(|l| l["message"] == "database schema migrated")
         .unwrap_or_else(|| panic!("no migration line in {lines:?}"));
-    assert_eq!((&migrated["from"], &migrated["to"]), (&json!(0), &json!(6)));
+    assert_eq!((&migrated["from"], &migrated["to"]), (&json!(0), &json!(7)));
 }
 
 /// Human output counts in words that agree with the number: `1 journey`, `1 event`,

@@ -71,3 +71,106 @@ fn replay_moves_bodies_the_current_parser_accepts_into_the_log_and_leaves_the_re
         "{again}"
     );
 }
+
+/// `quarantine show` gives one body's reason, source, sizes, times and kept headers, and its
+/// exact bytes on stdout (`--body`) or into a new owner-only file (`--output`).
+#[test]
+fn quarantine_show_gives_one_body_whole_and_its_exact_bytes() {
+    use std::os::unix::fs::PermissionsExt;
+    let j = journeyd();
+    let seed = seeds().join("mx-analytics-ruby-nil.json");
+    let bytes = std::fs::read(&seed).expect("read");
+    j.json(&["import", "--source", "mx", arg(&seed)]);
+    let shown = j.json(&["quarantine", "show", "1"]);
+    assert_eq!(shown["id"], 1);
+    assert_eq!(shown["source"], "mx");
+    assert_eq!(shown["size"], bytes.len());
+    assert_eq!(shown["times_received"], 1);
+    assert!(shown["reason"].as_str().expect("reason").contains("nil"));
+    assert!(shown["headers"].is_object(), "{shown}");
+    let human = j.run(&["quarantine", "show", "1"]).success().stdout;
+    assert!(
+        human.contains("quarantined body 1") && human.contains("reason: not JSON"),
+        "{human}"
+    );
+    let raw = j
+        .command(&["quarantine", "show", "1", "--body"])
+        .output()
+        .expect("runs");
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, bytes, "the exact bytes");
+    let file = j.dir().join("body.bin");
+    j.run(&["quarantine", "show", "1", "--output", arg(&file)])
+        .success();
+    assert_eq!(std::fs::read(&file).expect("written"), bytes);
+    assert_eq!(
+        std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let again = j.run(&["quarantine", "show", "1", "--output", arg(&file)]);
+    assert_eq!(again.code, Some(1), "never overwrites: {}", again.stderr);
+    let missing = j.run(&["quarantine", "show", "9"]);
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains("no quarantined body 9"),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// A body judged to be garbage is discarded on record: gone from the list, the stats, the
+/// replay and `GET /v1/quarantine`, kept whole with its note in `quarantine_discarded`.
+#[test]
+fn a_discarded_body_leaves_the_quarantine_on_record_and_is_kept_whole() {
+    let j = journeyd();
+    let seed = seeds().join("mx-analytics-ruby-nil.json");
+    let bytes = std::fs::read(&seed).expect("read");
+    let other = j.write("junk.json", b"not json at all");
+    j.json(&["import", "--source", "mx", arg(&seed), arg(&other)]);
+    assert_eq!(j.json(&["stats"])["quarantined"], 2);
+    let refused = j.run(&["quarantine", "discard", "1"]);
+    assert_eq!(
+        refused.code,
+        Some(2),
+        "a note is required: {}",
+        refused.stderr
+    );
+    j.run(&[
+        "quarantine",
+        "discard",
+        "1",
+        "--note",
+        "a test body from the provider's docs",
+    ])
+    .success();
+    let list = j.json(&["quarantine", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], 2);
+    assert_eq!(j.json(&["stats"])["quarantined"], 1);
+    let (body, note, at): (Vec<u8>, String, i64) = j
+        .sql()
+        .query_row(
+            "SELECT body, note, discarded_at FROM quarantine_discarded WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("on record");
+    assert_eq!(body, bytes, "kept whole");
+    assert_eq!(note, "a test body from the provider's docs");
+    assert!(at > 0);
+    let again = j.run(&["quarantine", "discard", "1", "--note", "twice"]);
+    assert_eq!(again.code, Some(1), "{}", again.stderr);
+    let replay = j.json(&["quarantine", "replay"]);
+    assert_eq!(replay["still_quarantined"], 1, "{replay}");
+
+    let d = j.serve(&[]);
+    let page = d.get("/v1/quarantine").json();
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["items"][0]["id"], 2);
+    assert_eq!(page["next"], serde_json::Value::Null);
+    let first = d.get("/v1/quarantine?limit=1").json();
+    assert_eq!(first["next"], 2, "{first}");
+    let rest = d.get("/v1/quarantine?after=2").json();
+    assert_eq!(rest["items"], json!([]));
+    assert_eq!(d.get("/v1/quarantine?id=2").status, 400);
+}

@@ -282,6 +282,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/v1/resources/{resource_type}/{guid}", get(resource))
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
+        .route("/v1/quarantine", get(quarantine))
         .route("/v1/stream", get(stream_changes))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&api),
@@ -615,6 +616,25 @@ async fn journey_events(
         Some(bytes) => Ok(json_bytes(bytes)),
         None => Err(ApiError::not_found(&format!("journey {shown}"))),
     }
+}
+
+/// `GET /v1/quarantine`: quarantined bodies without their bytes, oldest first, a page at a
+/// time (`after` an id, `limit`).
+async fn quarantine(
+    State(api): State<Arc<Api>>,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (after, limit) = (q.after.unwrap_or(0), limit(q.limit, 100)?);
+    let bytes = api
+        .pool
+        .run(move |r| {
+            let entries = r.quarantine_page(after, limit)?;
+            Ok(serde_json::to_vec(&crate::output::QuarantinePage::new(
+                &entries, limit,
+            ))?)
+        })
+        .await?;
+    Ok(json_bytes(bytes))
 }
 
 async fn stats(

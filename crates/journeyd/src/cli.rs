@@ -453,6 +453,28 @@ pub(crate) enum QuarantineCommand {
     /// Re-parse every quarantined body with this build's parser; those that now split into
     /// events move into the log, the rest stay.
     Replay,
+    /// One quarantined body: its reason, source, sizes, times and the headers kept with it;
+    /// with --body its exact bytes on stdout, with --output into a new file.
+    Show {
+        /// The body's id (`quarantine list`).
+        id: i64,
+        /// Write the body's exact bytes to stdout, and nothing else.
+        #[arg(long, conflicts_with = "output")]
+        body: bool,
+        /// Write the body's exact bytes to this file (which must not exist; owner-only).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Move a body you judge to be garbage out of the quarantine, on record: it is kept whole,
+    /// with when and your note, in the `quarantine_discarded` table, and no longer listed,
+    /// counted or replayed.
+    Discard {
+        /// The body's id (`quarantine list`).
+        id: i64,
+        /// Why: kept beside the body.
+        #[arg(long, value_name = "TEXT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        note: String,
+    },
 }
 
 fn parse_source(s: &str) -> Result<Source, String> {

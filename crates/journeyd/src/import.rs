@@ -456,3 +456,29 @@ pub(crate) fn replay(
         still,
     ))
 }
+
+/// `quarantine discard ID --note TEXT`: moves the body out of the quarantine, whole, with when
+/// and why, into `quarantine_discarded`.
+pub(crate) fn discard(
+    db: &Path,
+    synchronous: Synchronous,
+    id: i64,
+    note: &str,
+    out: &Output,
+) -> anyhow::Result<()> {
+    if !db.exists() {
+        anyhow::bail!("no journeyd database at {}", db.display());
+    }
+    let store = open_store(db, synchronous)?;
+    let found = store.writer().discard(id, crate::now_millis(), note);
+    store.close();
+    if !found? {
+        anyhow::bail!("no quarantined body {id} (see journeyd quarantine list)");
+    }
+    if out.json {
+        return out.json(&serde_json::json!({"discarded": id}));
+    }
+    out.text(format_args!(
+        "discarded quarantined body {id}: kept whole, with your note, in the quarantine_discarded table"
+    ))
+}

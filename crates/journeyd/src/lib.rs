@@ -166,6 +166,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Quarantine {
             command: cli::QuarantineCommand::Replay,
         } => import::replay(db, cli.synchronous, &config, &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::Show { id, body, output },
+        } => query::quarantine_show(db, id, body, output.as_deref(), &out),
+        cli::Command::Quarantine {
+            command: cli::QuarantineCommand::Discard { id, note },
+        } => import::discard(db, cli.synchronous, id, &note, &out),
         cli::Command::Backup { dest } => query::backup(db, &dest, &out),
     }
 }

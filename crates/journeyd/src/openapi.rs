@@ -230,6 +230,35 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/quarantine",
+        summary: "Quarantined bodies without their bytes, oldest first: id, received_at, source, reason, size, times_received, last_received_at",
+        params: &[
+            (
+                "after",
+                "query",
+                "Only ids greater than this: the `next` of the previous page",
+            ),
+            (
+                "limit",
+                "query",
+                "At most this many (default 100, at most 1000)",
+            ),
+        ],
+        responses: &[
+            (
+                200,
+                "{\"items\": [QuarantineEntry], \"next\": id or null}",
+                None,
+            ),
+            (
+                400,
+                "A bad or unknown query parameter: the message names it, and an unknown one with those the route takes",
+                ERR,
+            ),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/v1/stream",
         summary: "Server-Sent Events, one per snapshot change: id = seq, event = projection, data = {\"key\", \"status\"?, \"seq\"}; resumable with Last-Event-ID",
         params: &[

@@ -205,3 +205,48 @@ pub(crate) fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+/// A quarantine entry as `quarantine list --json` and `GET /v1/quarantine` show it: the
+/// contract's fields, then how often the same bytes came from the same source and when last.
+#[derive(serde::Serialize)]
+pub(crate) struct QuarantineJson<'a> {
+    id: i64,
+    received_at: String,
+    source: &'a str,
+    reason: &'a str,
+    size: i64,
+    times_received: i64,
+    last_received_at: String,
+}
+
+impl<'a> QuarantineJson<'a> {
+    pub(crate) fn new(e: &'a store::QuarantineEntry) -> QuarantineJson<'a> {
+        QuarantineJson {
+            id: e.id,
+            received_at: events::timestamp::format_millis(e.received_at),
+            source: &e.source,
+            reason: &e.reason,
+            size: e.size,
+            times_received: e.times_received,
+            last_received_at: events::timestamp::format_millis(e.last_received_at),
+        }
+    }
+}
+
+/// A page of the quarantine, `{"items", "next"}`, as `GET /v1/quarantine` shows it: `next` is
+/// the `after` of the next page, or null after the last.
+#[derive(serde::Serialize)]
+pub(crate) struct QuarantinePage<'a> {
+    items: Vec<QuarantineJson<'a>>,
+    next: Option<i64>,
+}
+
+impl<'a> QuarantinePage<'a> {
+    /// The page of `entries`, a full page (`limit` of them) pointing past its last id.
+    pub(crate) fn new(entries: &'a [store::QuarantineEntry], limit: usize) -> Self {
+        QuarantinePage {
+            items: entries.iter().map(QuarantineJson::new).collect(),
+            next: next_cursor(entries, limit, |e| e.id),
+        }
+    }
+}

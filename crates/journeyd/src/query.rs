@@ -4,7 +4,7 @@ use std::path::Path;
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use events::timestamp::format_millis;
 use serde::Serialize;
 use store::{JourneyFilter, Projection, Reader};
@@ -217,27 +217,9 @@ pub(crate) fn journeys(db: &Path, args: &JourneysArgs, out: &Output) -> anyhow::
 pub(crate) fn quarantine_list(db: &Path, out: &Output) -> anyhow::Result<()> {
     let entries = Reader::open(db)?.quarantine()?;
     if out.json {
-        #[derive(Serialize)]
-        struct Entry<'a> {
-            id: i64,
-            received_at: String,
-            source: &'a str,
-            reason: &'a str,
-            size: i64,
-            times_received: i64,
-            last_received_at: String,
-        }
-        let list: Vec<Entry<'_>> = entries
+        let list: Vec<_> = entries
             .iter()
-            .map(|e| Entry {
-                id: e.id,
-                received_at: format_millis(e.received_at),
-                source: &e.source,
-                reason: &e.reason,
-                size: e.size,
-                times_received: e.times_received,
-                last_received_at: format_millis(e.last_received_at),
-            })
+            .map(crate::output::QuarantineJson::new)
             .collect();
         return out.json(&list);
     }
@@ -254,6 +236,62 @@ pub(crate) fn quarantine_list(db: &Path, out: &Output) -> anyhow::Result<()> {
     }
     out.text(t)?;
     out.text(format_args!("({} quarantined)", entries.len()))
+}
+
+/// `quarantine show ID`: the entry and its kept headers, or with `body` the exact bytes on
+/// stdout, or with `output` the bytes in a new owner-only file.
+pub(crate) fn quarantine_show(
+    db: &Path,
+    id: i64,
+    body: bool,
+    output: Option<&Path>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let Some((entry, headers, bytes)) = Reader::open(db)?.quarantined(id)? else {
+        anyhow::bail!("no quarantined body {id} (see journeyd quarantine list)");
+    };
+    if body {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&bytes)?;
+        return Ok(stdout.flush()?);
+    }
+    if let Some(path) = output {
+        use std::io::Write;
+        let mut file = store::owner_only(std::fs::OpenOptions::new().write(true).create_new(true))
+            .open(path)
+            .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        return out.text(format_args!(
+            "wrote {} to {}",
+            crate::output::counted(bytes.len() as u64, "byte", "bytes"),
+            path.display()
+        ));
+    }
+    let headers: serde_json::Value =
+        serde_json::from_str(&headers).unwrap_or(serde_json::Value::String(headers));
+    if out.json {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            entry: crate::output::QuarantineJson<'a>,
+            headers: &'a serde_json::Value,
+        }
+        return out.json(&Shown {
+            entry: crate::output::QuarantineJson::new(&entry),
+            headers: &headers,
+        });
+    }
+    out.text(format_args!(
+        "quarantined body {id}  ({}, {}, received {} times, first {}, last {})\nreason: {}\nheaders: {headers}\n(the bytes: journeyd quarantine show {id} --body)",
+        entry.source,
+        crate::output::counted(u64::try_from(entry.size).unwrap_or(0), "byte", "bytes"),
+        entry.times_received,
+        format_millis(entry.received_at),
+        format_millis(entry.last_received_at),
+        entry.reason,
+    ))
 }
 
 /// What `backup` wrote.

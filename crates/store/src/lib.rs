@@ -44,6 +44,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
         "../../../migrations/0005_counting_without_statement_journals.sql"
     )),
     M::up(include_str!("../../../migrations/0006_application_id.sql")),
+    M::up(include_str!(
+        "../../../migrations/0007_quarantine_discarded.sql"
+    )),
 ];
 
 /// The SQLite header's application id of a journeyd database (migration 0006): "JRND".

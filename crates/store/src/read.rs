@@ -125,6 +125,20 @@ pub struct QuarantinedBody {
     pub body: Vec<u8>,
 }
 
+/// A [`QuarantineEntry`] from the columns `id, received_at, source, reason, size,
+/// times_received, last_received_at`, in that order.
+fn quarantine_entry(r: &Row<'_>) -> rusqlite::Result<QuarantineEntry> {
+    Ok(QuarantineEntry {
+        id: r.get(0)?,
+        received_at: r.get(1)?,
+        source: r.get(2)?,
+        reason: r.get(3)?,
+        size: r.get(4)?,
+        times_received: r.get(5)?,
+        last_received_at: r.get(6)?,
+    })
+}
+
 const EVENT_COLUMNS: &str = "seq, event_id, source, kind, correlation_id, member_guid, user_guid, resource_key, clock, occurred_at, received_at, delivery_id, payload";
 
 fn event_record(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
@@ -412,18 +426,34 @@ impl Reader {
             "SELECT id, received_at, source, reason, length(body), times_received, last_received_at
              FROM quarantine ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(QuarantineEntry {
-                id: r.get(0)?,
-                received_at: r.get(1)?,
-                source: r.get(2)?,
-                reason: r.get(3)?,
-                size: r.get(4)?,
-                times_received: r.get(5)?,
-                last_received_at: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map([], quarantine_entry)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Up to `limit` quarantine entries with `id > after`, oldest first, without the bytes:
+    /// a page of [`Reader::quarantine`].
+    pub fn quarantine_page(&self, after: i64, limit: usize) -> Result<Vec<QuarantineEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_at, source, reason, length(body), times_received, last_received_at
+             FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![after, limit_param(limit)],
+            quarantine_entry,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One quarantined body whole: its entry, the request headers kept with it (a JSON
+    /// object), and its exact bytes.
+    pub fn quarantined(&self, id: i64) -> Result<Option<(QuarantineEntry, String, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_at, source, reason, length(body), times_received, last_received_at, headers, body
+             FROM quarantine WHERE id = ?1",
+        )?;
+        let mut rows =
+            stmt.query_map([id], |r| Ok((quarantine_entry(r)?, r.get(7)?, r.get(8)?)))?;
+        Ok(rows.next().transpose()?)
     }
 
     /// Up to `limit` quarantined bodies with `id > after`, oldest first.

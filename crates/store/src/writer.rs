@@ -137,12 +137,16 @@ pub(crate) enum Work {
         version: i64,
         fingerprint: String,
     },
+    /// Move a quarantined body to `quarantine_discarded`, with when and why.
+    Discard { id: i64, at: Millis, note: String },
 }
 
 /// What the writer answers, after the commit.
 pub(crate) enum Answer {
     Receipts(Vec<Receipt>),
     Ticket(RebuildTicket),
+    /// Whether a job found what it was for (a discard, its quarantined body).
+    Found(bool),
     Done,
 }
 
@@ -204,7 +208,7 @@ impl Job {
                 .max(1),
             Work::Project(b) => b.rows.len().max(1),
             Work::RebuildRows(_, rows) => rows.len().max(1),
-            Work::RebuildBegin(_) | Work::RebuildSwap { .. } => 1,
+            Work::RebuildBegin(_) | Work::RebuildSwap { .. } | Work::Discard { .. } => 1,
         }
     }
 }
@@ -233,7 +237,7 @@ impl WriterHandle {
     pub fn append(&self, submissions: Vec<Submission>) -> Result<Vec<Receipt>> {
         match self.call(Work::Append(submissions))? {
             Answer::Receipts(r) => Ok(r),
-            Answer::Done | Answer::Ticket(_) => Ok(Vec::new()),
+            Answer::Done | Answer::Ticket(_) | Answer::Found(_) => Ok(Vec::new()),
         }
     }
 
@@ -337,6 +341,21 @@ impl WriterHandle {
     }
 }
 
+impl WriterHandle {
+    /// Moves quarantined body `id` to `quarantine_discarded`, whole, with `at` and `note`, in
+    /// one transaction; `false` when there is no such body in quarantine.
+    pub fn discard(&self, id: i64, at: Millis, note: &str) -> Result<bool> {
+        match self.call(Work::Discard {
+            id,
+            at,
+            note: note.to_owned(),
+        })? {
+            Answer::Found(found) => Ok(found),
+            _ => Err(Error::WriterStopped),
+        }
+    }
+}
+
 /// A message that could not be sent: its caller is told by the return value, not the reply.
 fn defuse(msg: Msg) {
     if let Msg::Job(job) = msg {
@@ -348,7 +367,7 @@ fn receipts_reply(reply: impl FnOnce(Result<Vec<Receipt>>) + Send + 'static) -> 
     Box::new(move |r| {
         reply(r.map(|a| match a {
             Answer::Receipts(r) => r,
-            Answer::Done | Answer::Ticket(_) => Vec::new(),
+            Answer::Done | Answer::Ticket(_) | Answer::Found(_) => Vec::new(),
         }))
     })
 }
@@ -619,6 +638,18 @@ fn write_jobs<'a>(
             } => {
                 snapshots::rebuild_swap(&tx, ticket, *seq, *version, fingerprint)?;
                 Answer::Done
+            }
+            Work::Discard { id, at, note } => {
+                let moved = tx
+                    .prepare_cached(
+                        "INSERT INTO quarantine_discarded (id, body_id, received_at, last_received_at, times_received, source, reason, headers, body, discarded_at, note)
+                         SELECT id, body_id, received_at, last_received_at, times_received, source, reason, headers, body, ?2, ?3
+                         FROM quarantine WHERE id = ?1",
+                    )?
+                    .execute(params![id, at, note])?;
+                tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?
+                    .execute([id])?;
+                Answer::Found(moved == 1)
             }
         };
         answers.push(answer);
