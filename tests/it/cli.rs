@@ -266,3 +266,33 @@ fn human_counts_agree_with_their_number() {
         backup.stdout
     );
 }
+
+/// A file that is not SQLite is named, with what it is, by every command, and nothing warns
+/// about its mode first: it is not a database of payments.
+#[test]
+fn a_file_that_is_not_sqlite_is_named_by_every_command() {
+    let j = journeyd();
+    let notes = j.write("notes.txt", &b"# notes\n".repeat(1000));
+    let example = tests::examples().join("mobile-journeys.json");
+    for args in [
+        vec!["stats"],
+        vec!["events"],
+        vec!["import", tests::arg(&example)],
+        vec!["rebuild"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let run = j.run_on(&notes, &args);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(tests::arg(&notes))
+                && run.stderr.contains("not an SQLite database"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("readable by other users"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}

@@ -254,23 +254,23 @@ pub fn open_to_others(path: &Path) -> Option<u32> {
 
 /// Makes the database file, owner-only, before SQLite does: SQLite creates a new database
 /// readable by everyone the umask lets in, and gives its `-wal` and `-shm` files the mode of
-/// the database. A database that is already there and open to others gets one warning, naming
-/// the fix; journeyd does not change the mode of a file it did not make.
-fn create_owner_only(path: &Path) -> Result<()> {
-    match owner_only(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if let Some(mode) = open_to_others(path) {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format!("{mode:04o}"),
-                    "the database is readable by other users, and it holds payment and identity data: chmod 600 it and its -wal and -shm files"
-                );
-            }
-            Ok(())
-        }
-        // SQLite says it better (a missing directory, a read-only file system): let it.
-        Err(_) => Ok(()),
+/// the database. True when it made the file. Any failure (the file is there, a read-only file
+/// system) is left for SQLite to say, which it says better.
+fn create_owner_only(path: &Path) -> bool {
+    owner_only(std::fs::OpenOptions::new().write(true).create_new(true))
+        .open(path)
+        .is_ok()
+}
+
+/// A database that was already there and is open to others gets one warning, naming the fix;
+/// journeyd does not change the mode of a file it did not make.
+fn warn_if_open_to_others(path: &Path) {
+    if let Some(mode) = open_to_others(path) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:04o}"),
+            "the database is readable by other users, and it holds payment and identity data: chmod 600 it and its -wal and -shm files"
+        );
     }
 }
 
@@ -280,9 +280,15 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         not_a_directory(&path)?;
-        create_owner_only(&path)?;
+        let created = create_owner_only(&path);
         let mut conn = Connection::open(&path)?;
-        check_before_migrating(&conn, &path)?;
+        check_before_migrating(&conn, &path).map_err(|e| match e {
+            Error::Sqlite(e) => not_sqlite(e, &path),
+            e => e,
+        })?;
+        if !created {
+            warn_if_open_to_others(&path);
+        }
         configure_writer(&conn, options.synchronous, options.wal_reset_pages)?;
         let from: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         migrations().to_latest(&mut conn)?;
@@ -420,6 +426,18 @@ fn configure_common(conn: &Connection, cache_kib: i64) -> Result<()> {
     Ok(())
 }
 
+/// SQLite's "file is not a database", said of the file by name.
+fn not_sqlite(e: rusqlite::Error, path: &Path) -> Error {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
+        Error::NotJourneyd {
+            path: path.to_path_buf(),
+            reason: "it is not an SQLite database".into(),
+        }
+    } else {
+        Error::Sqlite(e)
+    }
+}
+
 /// SQLite reports a directory given as the database as a "disk I/O error"; say what it is.
 fn not_a_directory(path: &Path) -> Result<()> {
     if path.is_dir() {
@@ -490,8 +508,12 @@ fn open_read_only(path: &Path) -> Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    // The header first, so that a file that is not SQLite is named as such.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| not_sqlite(e, path))?;
     configure_common(&conn, READER_CACHE_KIB)?;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let found = usize::try_from(found).unwrap_or(0);
     if found != SCHEMA_VERSION {
         return Err(Error::SchemaVersion {
@@ -669,14 +691,19 @@ mod tests {
                 .contains("written by a newer journeyd"),
             "{newer_hint}"
         );
-        // Not a database at all: SQLite's own words, once.
+        // Not a database at all: said once, of the file by name.
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, vec![b'x'; 4096]).expect("write");
         let shown = Store::open(&junk, Options::default())
             .err()
             .expect("refused")
             .to_string();
-        assert_eq!(shown.matches("not a database").count(), 1, "{shown}");
+        assert_eq!(
+            shown.matches("not an SQLite database").count(),
+            1,
+            "{shown}"
+        );
+        assert!(shown.contains(&junk.display().to_string()), "{shown}");
         // An empty file, or none, is a new database.
         let empty = dir.path().join("empty.db");
         std::fs::write(&empty, b"").expect("write");
