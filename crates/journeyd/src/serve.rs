@@ -1501,7 +1501,12 @@ mod tests {
     /// later or, past the broadcast's capacity, lost to this client: a lag made by
     /// construction, not by how the threads happen to be scheduled.
     async fn open_stream(app: &axum::Router, last_event_id: Option<i64>) -> Body {
-        let mut request = Request::builder().uri("/v1/stream");
+        open_stream_at(app, "/v1/stream", last_event_id).await
+    }
+
+    /// As [`open_stream`], at `uri` (`/v1/stream` with a query).
+    async fn open_stream_at(app: &axum::Router, uri: &str, last_event_id: Option<i64>) -> Body {
+        let mut request = Request::builder().uri(uri);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
@@ -1647,18 +1652,8 @@ mod tests {
         } = fixture();
         post_sessions(&app, &[("J1", "S1")]).await;
         project(&mut runner(&store), &api);
-        let response = app
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .uri("/v1/stream?lastEventId=0")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let (text, _) = read_stream(response.into_body(), Duration::from_millis(300)).await;
+        let body = open_stream_at(&app, "/v1/stream?lastEventId=0", None).await;
+        let (text, _) = read_stream(body, Duration::from_millis(300)).await;
         assert_eq!(ids(&text), [1], "{text}");
         store.close();
     }
