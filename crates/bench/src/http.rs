@@ -366,6 +366,19 @@ pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
+/// `journeyd --db DB serve --listen 127.0.0.1:0`, for more arguments to follow.
+pub(crate) fn serve_command(journeyd: &Path, db: &Path) -> anyhow::Result<Command> {
+    let mut c = Command::new(journeyd);
+    c.args([
+        "--db",
+        db.to_str().context("path")?,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    Ok(c)
+}
+
 /// Starts a server process and reads its address from a `listening on http://ADDR` line.
 pub(crate) fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String)> {
     let mut child = cmd
@@ -617,17 +630,8 @@ pub(crate) fn run(
 
         let db = dir.join(format!("serve-{connections}.db"));
         let (daemon, addr) = spawn({
-            let mut c = Command::new(journeyd);
-            c.args([
-                "--db",
-                db.to_str().context("path")?,
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--queue",
-                "4096",
-            ])
-            .env("JOURNEYD_LOG", "info");
+            let mut c = serve_command(journeyd, &db)?;
+            c.args(["--queue", "4096"]).env("JOURNEYD_LOG", "info");
             c
         })?;
         // Ack-to-visible under load: probes from a separate connection while the senders run.

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -76,16 +75,8 @@ pub(crate) fn run(dir: &Path, s: &Settings) -> anyhow::Result<()> {
     let db = dir.join("soak.db");
     let wal = dir.join("soak.db-wal");
     let (daemon, addr) = spawn({
-        let mut c = Command::new(&s.journeyd);
-        c.args([
-            "--db",
-            db.to_str().context("path")?,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(&s.serve_args)
-        .env(
+        let mut c = crate::http::serve_command(&s.journeyd, &db)?;
+        c.args(&s.serve_args).env(
             "JOURNEYD_LOG",
             std::env::var("BENCH_JOURNEYD_LOG").unwrap_or_else(|_| "warn,journeyd=info".into()),
         );
